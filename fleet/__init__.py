@@ -1,0 +1,1 @@
+"""fleet: network USB dongles for a hardware lab."""
