@@ -47,6 +47,8 @@ typedef struct {
     int chip_revision;         /* P4: >= 300 enables the 1023 x MPS transfer limit on HS */
     bool bus_timing;           /* pace packets like a real bus */
     uint64_t enum_delay_ns;    /* plug -> dev_added (debounce + reset + enumeration) */
+    int root_ports;            /* simulated root ports 1-1..1-N; 0 = 4 (a real chip has one;
+                                  more let demos plug several devices without a hub) */
 } vhc_config_t;
 
 #define VHC_CONFIG_ESP32S3() \
@@ -62,6 +64,13 @@ typedef struct {
     uint64_t rule_violations;   /* submits refused for breaking an ESP-IDF rule */
     uint64_t channel_refusals;  /* enumerations / claims refused for lack of channels */
     int channels_in_use;
+    uint64_t toggle_mismatches; /* packets dropped by a receiver because DATA0/1 disagreed */
+    uint64_t naks;              /* NAK handshakes seen */
+    uint64_t stalls;            /* STALL handshakes seen (EP0 included) */
+    uint64_t enum_refusals;     /* devices not enumerated (bad descriptors, channels, ...) */
+    uint64_t frames;            /* bus (micro)frames that carried a packet (without bus timing:
+                                   vhc_process calls that moved one) */
+    uint64_t max_packets_per_frame; /* bus timing only: most bulk/control packets in one frame */
 } vhc_stats_t;
 
 int vhc_create(const vhc_config_t *cfg, vhc_t **out);
@@ -89,6 +98,11 @@ int vhc_fd(const vhc_t *vhc);
 void vhc_process(vhc_t *vhc);
 
 void vhc_get_stats(const vhc_t *vhc, vhc_stats_t *out);
+
+/* Where log lines go (default: stderr, prefixed "vhc: "). Every refusal
+ * (rule broken, channels exhausted, descriptor rejected) is one line. */
+typedef void (*vhc_log_fn)(void *ctx, const char *line);
+void vhc_set_log(vhc_t *vhc, vhc_log_fn fn, void *ctx);
 
 #ifdef __cplusplus
 }
