@@ -1,0 +1,39 @@
+# agent.cmake - host (Linux) build of the agent layer, include()d by agent_fw/host.
+#
+#   fleet_agent        portable core: config document, OTA manifest/image checks,
+#                      OTA state machine, boot-slot choice (mbedTLS + cJSON)
+#   fleet_agent_posix  the Linux ports: file-backed OTA slots + otadata, file kv
+#                      store, libcurl HTTP with Range, clock, stderr log
+#
+# Debian packages: libmbedtls-dev, libcjson-dev, libcurl4-openssl-dev.
+# The ESP-IDF build uses the components mbedtls and json instead.
+
+if(TARGET fleet_agent)
+  return() # already included (host CMake and the agent tests both may)
+endif()
+
+set(FLEET_AGENT_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(FLEET_AGENT_POSIX_DIR ${CMAKE_CURRENT_LIST_DIR}/../usbip_posix/src/agent)
+
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(FLEET_CJSON REQUIRED IMPORTED_TARGET libcjson)
+pkg_check_modules(FLEET_CURL REQUIRED IMPORTED_TARGET libcurl)
+find_library(FLEET_MBEDCRYPTO mbedcrypto)
+if(NOT FLEET_MBEDCRYPTO)
+  message(FATAL_ERROR "fleet_agent needs mbedTLS: apt-get install libmbedtls-dev")
+endif()
+
+file(GLOB FLEET_AGENT_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_DIR}/src/*.c)
+add_library(fleet_agent STATIC ${FLEET_AGENT_SRCS})
+target_include_directories(fleet_agent PUBLIC ${FLEET_AGENT_DIR}/include
+                           PRIVATE ${FLEET_AGENT_DIR}/src)
+# cJSON is included as "cJSON.h" (ESP-IDF's json component spelling).
+target_link_libraries(fleet_agent PUBLIC PkgConfig::FLEET_CJSON ${FLEET_MBEDCRYPTO})
+set_target_properties(fleet_agent PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+
+file(GLOB FLEET_AGENT_POSIX_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_POSIX_DIR}/*.c)
+add_library(fleet_agent_posix STATIC ${FLEET_AGENT_POSIX_SRCS})
+target_include_directories(fleet_agent_posix PUBLIC ${FLEET_AGENT_POSIX_DIR})
+target_compile_definitions(fleet_agent_posix PRIVATE _GNU_SOURCE)
+target_link_libraries(fleet_agent_posix PUBLIC fleet_agent PkgConfig::FLEET_CURL)
+set_target_properties(fleet_agent_posix PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
