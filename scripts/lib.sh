@@ -15,7 +15,7 @@ as_root() {
 }
 
 # Debian packages by purpose; only missing ones are installed.
-PKGS_BUILD=(build-essential cmake pkg-config clang libclang-rt-14-dev libmosquitto-dev)
+PKGS_BUILD=(build-essential cmake pkg-config clang libclang-rt-14-dev libmosquitto-dev libmbedtls-dev libcjson-dev libcurl4-openssl-dev openssl)
 PKGS_PY=(python3 python3-venv python3-dev)
 PKGS_SERVICES=(postgresql mosquitto mosquitto-clients)
 PKGS_USBIP=(usbip iproute2 qemu-system-x86 busybox-static socat cpio kmod file time xz-utils zstd)
