@@ -1,0 +1,1 @@
+"""Discovery of dongles on the LAN (mDNS / DNS-SD ``_usbip._tcp``)."""
