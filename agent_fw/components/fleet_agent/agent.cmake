@@ -4,8 +4,13 @@
 #                      OTA state machine, boot-slot choice (mbedTLS + cJSON)
 #   fleet_agent_posix  the Linux ports: file-backed OTA slots + otadata, file kv
 #                      store, libcurl HTTP with Range, clock, stderr log
+#   fleet_agent_runtime        the agent runtime (src/agent*.c): MQTT reporting and
+#                              commands over one USB/IP core; needs the usbip_core
+#                              headers, the final link brings usbip_core itself
+#   fleet_agent_runtime_posix  its Linux ports: libmosquitto client, mDNS responder,
+#                              simulated system info
 #
-# Debian packages: libmbedtls-dev, libcjson-dev, libcurl4-openssl-dev.
+# Debian packages: libmbedtls-dev, libcjson-dev, libcurl4-openssl-dev, libmosquitto-dev.
 # The ESP-IDF build uses the components mbedtls and json instead.
 
 if(TARGET fleet_agent)
@@ -24,6 +29,10 @@ if(NOT FLEET_MBEDCRYPTO)
 endif()
 
 file(GLOB FLEET_AGENT_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_DIR}/src/*.c)
+file(GLOB FLEET_AGENT_RUNTIME_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_DIR}/src/agent*.c)
+if(FLEET_AGENT_RUNTIME_SRCS)
+  list(REMOVE_ITEM FLEET_AGENT_SRCS ${FLEET_AGENT_RUNTIME_SRCS})
+endif()
 add_library(fleet_agent STATIC ${FLEET_AGENT_SRCS})
 target_include_directories(fleet_agent PUBLIC ${FLEET_AGENT_DIR}/include
                            PRIVATE ${FLEET_AGENT_DIR}/src)
@@ -32,8 +41,27 @@ target_link_libraries(fleet_agent PUBLIC PkgConfig::FLEET_CJSON ${FLEET_MBEDCRYP
 set_target_properties(fleet_agent PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
 
 file(GLOB FLEET_AGENT_POSIX_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_POSIX_DIR}/*.c)
+file(GLOB FLEET_AGENT_RUNTIME_POSIX_SRCS CONFIGURE_DEPENDS ${FLEET_AGENT_POSIX_DIR}/mqtt_*.c
+     ${FLEET_AGENT_POSIX_DIR}/mdns_*.c ${FLEET_AGENT_POSIX_DIR}/sysinfo_*.c)
+list(REMOVE_ITEM FLEET_AGENT_POSIX_SRCS ${FLEET_AGENT_RUNTIME_POSIX_SRCS})
 add_library(fleet_agent_posix STATIC ${FLEET_AGENT_POSIX_SRCS})
 target_include_directories(fleet_agent_posix PUBLIC ${FLEET_AGENT_POSIX_DIR})
 target_compile_definitions(fleet_agent_posix PRIVATE _GNU_SOURCE)
 target_link_libraries(fleet_agent_posix PUBLIC fleet_agent PkgConfig::FLEET_CURL)
 set_target_properties(fleet_agent_posix PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+
+# The agent runtime. The usbip_core headers only: fleet-dongle links the core,
+# the agent unit tests link the core's instrumented build with its fakes.
+add_library(fleet_agent_runtime STATIC ${FLEET_AGENT_RUNTIME_SRCS})
+target_include_directories(fleet_agent_runtime PUBLIC ${FLEET_AGENT_DIR}/include
+                           ${FLEET_AGENT_DIR}/../usbip_core/include
+                           PRIVATE ${FLEET_AGENT_DIR}/src)
+target_link_libraries(fleet_agent_runtime PUBLIC fleet_agent m)
+set_target_properties(fleet_agent_runtime PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+
+pkg_check_modules(FLEET_MOSQ REQUIRED IMPORTED_TARGET libmosquitto)
+add_library(fleet_agent_runtime_posix STATIC ${FLEET_AGENT_RUNTIME_POSIX_SRCS})
+target_include_directories(fleet_agent_runtime_posix PUBLIC ${FLEET_AGENT_POSIX_DIR})
+target_compile_definitions(fleet_agent_runtime_posix PRIVATE _GNU_SOURCE)
+target_link_libraries(fleet_agent_runtime_posix PUBLIC fleet_agent_runtime fleet_agent_posix PkgConfig::FLEET_MOSQ)
+set_target_properties(fleet_agent_runtime_posix PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)

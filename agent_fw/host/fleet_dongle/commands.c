@@ -1,14 +1,17 @@
 /*
  * commands.c - the control channel's commands (see the brief / README):
- * plug, unplug, grant, revoke, enforce, list, stats, dev, quit.
+ * plug, unplug, grant, revoke, enforce, list, stats, dev, quit; "@<id> ..."
+ * sends one to another dongle of a multi-dongle process.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent_runtime_posix.h"
 #include "dongle.h"
 #include "vdev/vdev.h"
 
@@ -64,7 +67,7 @@ static const char *speed_name(int s)
 
 static dongle_plugged_t *plugged_find(dongle_t *d, const char *busid)
 {
-    for (int i = 0; i < DONGLE_MAX_PLUGGED; i++)
+    for (int i = 0; i < d->plugged_cap; i++)
         if (d->plugged[i].used && strcmp(d->plugged[i].busid, busid) == 0)
             return &d->plugged[i];
     return NULL;
@@ -103,11 +106,11 @@ int dongle_plug(dongle_t *d, const char *text, char *busid, size_t busid_len, ch
         return -1;
     }
     dongle_plugged_t *slot = NULL;
-    for (int i = 0; i < DONGLE_MAX_PLUGGED && !slot; i++)
+    for (int i = 0; i < d->plugged_cap && !slot; i++)
         if (!d->plugged[i].used)
             slot = &d->plugged[i];
     if (!slot) {
-        snprintf(err, err_len, "too many devices plugged (max %d)", DONGLE_MAX_PLUGGED);
+        snprintf(err, err_len, "too many devices plugged (max %d)", d->plugged_cap);
         return -1;
     }
     vdev_t *v = vdev_create(&spec, err, err_len);
@@ -116,14 +119,39 @@ int dongle_plug(dongle_t *d, const char *text, char *busid, size_t busid_len, ch
     char model[16], serial[64];
     snprintf(model, sizeof(model), "%s", v->model);
     serial_of(v, serial, sizeof(serial));
+    /* the agent reports a descriptor summary; read it while we hold the device */
+    fleet_agent_dev_desc_t desc;
+    bool have_desc = fleet_agent_desc_parse(v->device_desc, v->config_desc,
+                                            v->config_desc ? (size_t)(v->config_desc[2] | v->config_desc[3] << 8) : 0,
+                                            &desc) == 0;
+    if (have_desc && v->device_desc) {
+        static const struct { int at; size_t off; } strs[3] = {
+            {14, offsetof(fleet_agent_dev_desc_t, manufacturer)},
+            {15, offsetof(fleet_agent_dev_desc_t, product)},
+            {16, offsetof(fleet_agent_dev_desc_t, serial)},
+        };
+        for (int k = 0; k < 3; k++) {
+            uint8_t idx = v->device_desc[strs[k].at];
+            if (idx && idx < v->num_strings && v->strings && v->strings[idx])
+                fleet_agent_desc_string(v->strings[idx], v->strings[idx][0], (char *)&desc + strs[k].off,
+                                        sizeof(desc.serial));
+        }
+    }
     if (vhc_plug(d->vhc, path, v, err, err_len) != 0) /* takes v, also on failure */
         return -1;
     memset(slot, 0, sizeof(*slot));
     slot->used = true;
+    slot->have_desc = have_desc;
+    slot->desc = desc;
+    /* kept with its port, so power-on and reboot plug it back where it was */
+    bool has_port = strstr(text, "port=") != NULL;
+    snprintf(slot->spec, sizeof(slot->spec), "%s%s%s", text, has_port ? "" : strchr(text, ':') ? ",port=" : ":port=",
+             has_port ? "" : path);
     snprintf(slot->busid, sizeof(slot->busid), "%s", path);
     memcpy(slot->model, model, sizeof(model));
     memcpy(slot->serial, serial, sizeof(serial));
     snprintf(busid, busid_len, "%s", path);
+    dongle_agent_devices_changed(d);
     return 0;
 }
 
@@ -133,12 +161,13 @@ int dongle_unplug(dongle_t *d, const char *busid, char *err, size_t err_len)
         return -1;
     /* a hub takes everything below it along */
     size_t bl = strlen(busid);
-    for (int i = 0; i < DONGLE_MAX_PLUGGED; i++) {
+    for (int i = 0; i < d->plugged_cap; i++) {
         dongle_plugged_t *p = &d->plugged[i];
         if (p->used && (strcmp(p->busid, busid) == 0 ||
                         (strncmp(p->busid, busid, bl) == 0 && p->busid[bl] == '.')))
             p->used = false;
     }
+    dongle_agent_devices_changed(d);
     return 0;
 }
 
@@ -213,7 +242,11 @@ static void cmd_stats(dongle_t *d, out_t *o)
              s->errors.overflow, s->errors.nodev, s->errors.timeout, s->errors.other, s->latency_p50_us,
              s->latency_p99_us, s->latency_max_us);
     }
-    outf(o, "]}");
+    uint64_t rss = fleet_process_rss();
+    int nd = d->ngroup > 0 ? d->ngroup : 1;
+    outf(o, "],\"process\":{\"rss\":%" PRIu64 ",\"dongles\":%d,\"rss_per_dongle\":%" PRIu64
+            ",\"agent_bytes\":%zu}}",
+         rss, nd, rss / (uint64_t)nd, dongle_agent_footprint(d));
     free(devs);
 }
 
@@ -269,6 +302,7 @@ static void cmd_grant(dongle_t *d, char *rest, out_t *o)
         outf(o, "err grant failed: %s", usbip_strerror(e));
     else
         outf(o, "ok");
+    dongle_agent_devices_changed(d);
 }
 
 void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_len)
@@ -281,6 +315,24 @@ void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_
     }
     strcpy(line, line_in);
     char *rest = line;
+    if (*rest == '@') {
+        char *id = word(&rest) + 1;
+        for (int i = 0; i < d->ngroup; i++)
+            if (strcmp(d->group[i]->id, id) == 0) {
+                while (*rest == ' ' || *rest == '\t')
+                    rest++;
+                dongle_command(d->group[i], rest, reply, reply_len);
+                return;
+            }
+        if (strcmp(id, d->id) == 0) { /* single-dongle process: its own id works too */
+            while (*rest == ' ' || *rest == '\t')
+                rest++;
+            dongle_command(d, rest, reply, reply_len);
+            return;
+        }
+        snprintf(reply, reply_len, "err no dongle '%s' in this process", id);
+        return;
+    }
     char *cmd = word(&rest);
     char err[256] = "";
     if (!cmd) {
@@ -313,6 +365,7 @@ void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_
                 outf(&o, "err revoke %s: %s", busid, e == USBIP_ERR_NOT_FOUND ? "no such busid or grant" : usbip_strerror(e));
             else
                 outf(&o, "ok");
+            dongle_agent_devices_changed(d);
         }
     } else if (strcmp(cmd, "enforce") == 0) {
         char *v = word(&rest);
@@ -321,6 +374,7 @@ void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_
         else {
             usbip_set_enforce(d->srv, strcmp(v, "on") == 0);
             outf(&o, "ok");
+            dongle_agent_devices_changed(d);
         }
     } else if (strcmp(cmd, "list") == 0) {
         cmd_list(d, &o);

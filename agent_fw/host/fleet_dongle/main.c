@@ -1,26 +1,36 @@
 /*
  * fleet-dongle - the simulated dongle: the USB/IP core on the posix port,
- * with virtual devices on a virtual ESP32 host controller.
+ * with virtual devices on a virtual ESP32 host controller, and with --mqtt
+ * the fleet agent reporting it and obeying the service.
  *
  *   fleet-dongle --listen 127.0.0.1:3240 [--chip s3|p4] [--device SPEC]...
  *                [--enforce-grants] [--control PATH|-] [--buffer-budget BYTES]
  *                [--bus-timing] [--id esp-xxxxxxxxxxxx] [--keepalive-s N]
  *                [--log-level error|warn|info|debug]
+ *                [--mqtt mqtt://HOST:PORT [--state-dir DIR] [--telemetry-interval S]
+ *                 [--mdns] [--ota-pubkey PEM]]
+ *   many dongles in one process, each on its own address, port 3240:
+ *   fleet-dongle --dongles N --base-address 127.1.0.1 [--base-mac 02f1ee000001] ...
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "agent_runtime_posix.h"
 #include "dongle.h"
+#include "fleet_agent/text.h"
 
 #define MAX_DEVICE_ARGS 64
+#define MAX_DONGLES 5000
 #define TICK_MS 100
 
 typedef struct {
@@ -35,6 +45,14 @@ typedef struct {
     const char *id;
     int keepalive_s;
     const char *log_level;
+    const char *mqtt;
+    const char *state_dir;
+    long long telemetry_s;
+    bool mdns;
+    const char *ota_pubkey;
+    long long dongles;     /* 0: single-dongle mode */
+    const char *base_address;
+    const char *base_mac;
 } args_t;
 
 static void usage(FILE *f)
@@ -43,6 +61,9 @@ static void usage(FILE *f)
             "usage: fleet-dongle --listen HOST:PORT [--chip s3|p4] [--device SPEC]... [--enforce-grants]\n"
             "                    [--control PATH|-] [--buffer-budget BYTES] [--bus-timing] [--id ID]\n"
             "                    [--keepalive-s N] [--log-level error|warn|info|debug]\n"
+            "                    [--mqtt mqtt://HOST:PORT [--state-dir DIR] [--telemetry-interval S] [--mdns]\n"
+            "                     [--ota-pubkey PEM]]\n"
+            "                    [--dongles N --base-address 127.X.Y.Z [--base-mac HEX12]]\n"
             "SPEC = model[:k=v,...], models msc, hid-keyboard, cdc-acm, probe, hub; port=1-2.3 picks the port\n");
 }
 
@@ -70,13 +91,17 @@ static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
 static int parse_args(int argc, char **argv, args_t *a)
 {
     *a = (args_t){.listen = "127.0.0.1:3240", .chip = "s3", .id = "esp-000000000000", .keepalive_s = 10,
-                  .log_level = "info"};
+                  .log_level = "info", .telemetry_s = 10, .base_mac = "02f1ee000001"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes = strcmp(o, "--listen") == 0 || strcmp(o, "--chip") == 0 || strcmp(o, "--device") == 0 ||
                      strcmp(o, "--control") == 0 || strcmp(o, "--buffer-budget") == 0 ||
-                     strcmp(o, "--id") == 0 || strcmp(o, "--keepalive-s") == 0 || strcmp(o, "--log-level") == 0;
+                     strcmp(o, "--id") == 0 || strcmp(o, "--keepalive-s") == 0 || strcmp(o, "--log-level") == 0 ||
+                     strcmp(o, "--mqtt") == 0 || strcmp(o, "--state-dir") == 0 ||
+                     strcmp(o, "--telemetry-interval") == 0 || strcmp(o, "--ota-pubkey") == 0 ||
+                     strcmp(o, "--dongles") == 0 || strcmp(o, "--base-address") == 0 ||
+                     strcmp(o, "--base-mac") == 0;
         if (takes && !v) {
             fprintf(stderr, "fleet-dongle: %s needs a value\n", o);
             return -1;
@@ -132,6 +157,47 @@ static int parse_args(int argc, char **argv, args_t *a)
                 return -1;
             }
             a->log_level = v;
+        } else if (strcmp(o, "--mqtt") == 0) {
+            char host[128], why[160];
+            int port;
+            if (!fleet_mqtt_url_split(v, host, sizeof(host), &port, why, sizeof(why))) {
+                fprintf(stderr, "fleet-dongle: --mqtt %s: %s\n", v, why);
+                return -1;
+            }
+            a->mqtt = v;
+        } else if (strcmp(o, "--state-dir") == 0) {
+            a->state_dir = v;
+        } else if (strcmp(o, "--telemetry-interval") == 0) {
+            if (!parse_ll(v, 1, 3600, &n)) {
+                fprintf(stderr, "fleet-dongle: --telemetry-interval must be 1..3600 seconds, got '%s'\n", v);
+                return -1;
+            }
+            a->telemetry_s = n;
+        } else if (strcmp(o, "--mdns") == 0) {
+            a->mdns = true;
+            continue;
+        } else if (strcmp(o, "--ota-pubkey") == 0) {
+            a->ota_pubkey = v;
+        } else if (strcmp(o, "--dongles") == 0) {
+            if (!parse_ll(v, 1, MAX_DONGLES, &n)) {
+                fprintf(stderr, "fleet-dongle: --dongles must be 1..%d, got '%s'\n", MAX_DONGLES, v);
+                return -1;
+            }
+            a->dongles = n;
+        } else if (strcmp(o, "--base-address") == 0) {
+            struct in_addr ia;
+            if (inet_pton(AF_INET, v, &ia) != 1 || (ntohl(ia.s_addr) >> 24) != 127) {
+                fprintf(stderr, "fleet-dongle: --base-address must be a loopback IPv4 address 127.x.y.z, got '%s'\n", v);
+                return -1;
+            }
+            a->base_address = v;
+        } else if (strcmp(o, "--base-mac") == 0) {
+            uint8_t mac[6];
+            if (strlen(v) != 12 || !fleet_hex_decode(v, mac, 6)) {
+                fprintf(stderr, "fleet-dongle: --base-mac must be 12 hex digits, got '%s'\n", v);
+                return -1;
+            }
+            a->base_mac = v;
         } else {
             fprintf(stderr, "fleet-dongle: unknown option '%s'\n", o);
             usage(stderr);
@@ -139,14 +205,30 @@ static int parse_args(int argc, char **argv, args_t *a)
         }
         i++; /* skip the value */
     }
+    if (a->ota_pubkey && !a->state_dir) {
+        fprintf(stderr, "fleet-dongle: --ota-pubkey needs --state-dir (the OTA slots live there)\n");
+        return -1;
+    }
+    if ((a->state_dir || a->mdns || a->ota_pubkey) && !a->mqtt) {
+        fprintf(stderr, "fleet-dongle: --state-dir, --mdns and --ota-pubkey need --mqtt\n");
+        return -1;
+    }
+    if (a->dongles && !a->base_address) {
+        fprintf(stderr, "fleet-dongle: --dongles needs --base-address (each dongle gets the next address)\n");
+        return -1;
+    }
+    if (a->base_address && !a->dongles) {
+        fprintf(stderr, "fleet-dongle: --base-address is for --dongles N\n");
+        return -1;
+    }
     return 0;
 }
 
-static void vhc_cb(void *arg, int fd, unsigned ev)
+/* "esp-a1b2c3d4e5f6" -> the MAC it was derived from. */
+static bool mac_from_id(const char *id, uint8_t mac[6])
 {
-    (void)fd;
-    (void)ev;
-    vhc_process(arg);
+    return strncmp(id, "esp-", 4) == 0 && strlen(id) == 16 && fleet_hex_decode(id + 4, mac, 6) &&
+           strspn(id + 4, "0123456789abcdef") == 12;
 }
 
 static void signal_cb(void *arg, int fd, unsigned ev)
@@ -158,17 +240,56 @@ static void signal_cb(void *arg, int fd, unsigned ev)
         d->quit = true;
 }
 
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *buf = malloc(8192);
+    *len = buf ? fread(buf, 1, 8192, f) : 0;
+    fclose(f);
+    if (!*len) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void raise_fd_limit(void)
+{
+    /* every dongle holds a listener, an MQTT socket and the vhc's descriptor */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     args_t a;
     if (parse_args(argc, argv, &a) != 0)
         return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    bool multi = a.dongles > 0;
+    int n = multi ? (int)a.dongles : 1;
 
-    static dongle_t dongle; /* large; lives for the whole process */
-    dongle_t *d = &dongle;
-    snprintf(d->id, sizeof(d->id), "%s", a.id);
-    posix_log_level_parse(a.log_level, &d->log_cfg.max_level);
+    dongle_opts_t opts = {.chip = a.chip, .enforce = a.enforce, .bus_timing = a.bus_timing, .budget = a.budget,
+                          .keepalive_s = a.keepalive_s, .log_level = a.log_level, .mqtt_url = a.mqtt,
+                          .state_dir = a.state_dir, .telemetry_s = (uint32_t)a.telemetry_s,
+                          .ota_pubkey_file = a.ota_pubkey, .ndongles = n};
+    if (a.ota_pubkey && !(opts.ota_pubkey = read_file(a.ota_pubkey, &opts.ota_pubkey_len))) {
+        fprintf(stderr, "fleet-dongle: --ota-pubkey %s: cannot read it\n", a.ota_pubkey);
+        return 2;
+    }
+    uint8_t mac0[6];
+    if (!multi && a.mqtt && !mac_from_id(a.id, mac0)) {
+        fprintf(stderr, "fleet-dongle: with --mqtt, --id must be esp- and 12 lowercase hex digits (the base MAC), "
+                        "got '%s'\n", a.id);
+        return 2;
+    }
+    if (multi)
+        fleet_hex_decode(a.base_mac, mac0, 6);
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -177,90 +298,122 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (multi)
+        raise_fd_limit();
 
-    bool p4 = strcmp(a.chip, "p4") == 0;
-    vhc_config_t vcfg = p4 ? VHC_CONFIG_ESP32P4() : VHC_CONFIG_ESP32S3();
-    vcfg.bus_timing = a.bus_timing;
-    usbip_server_config_t scfg = USBIP_SERVER_DEFAULT_CONFIG();
-    scfg.tag = d->id;
-    if (p4) {
-        scfg.block_size = 64u * 1024u;
-        scfg.buffer_budget = 1024u * 1024u;
-    }
-    if (a.budget)
-        scfg.buffer_budget = (size_t)a.budget;
-    if (scfg.buffer_budget < scfg.block_size)
-        scfg.block_size = scfg.buffer_budget;
-    scfg.keepalive_idle_s = a.keepalive_s;
-    scfg.enforce_grants = a.enforce;
-
-    char err[256];
-    if (sfd < 0 || posix_loop_create(&d->loop) != 0 || vhc_create(&vcfg, &d->vhc) != 0) {
-        fprintf(stderr, "fleet-dongle: cannot set up the event loop / host controller\n");
+    posix_loop_t *loop = NULL;
+    if (sfd < 0 || posix_loop_create(&loop) != 0) {
+        fprintf(stderr, "fleet-dongle: cannot set up the event loop\n");
         return 1;
     }
-    if (posix_net_listen(d->loop, a.listen, &d->net, err, sizeof(err)) != 0) {
+    char err[256];
+    if (a.mdns && dongle_mdns_start(loop, &opts.mdns, err, sizeof(err)) != 0) {
         fprintf(stderr, "fleet-dongle: %s\n", err);
         return 1;
     }
-    usbip_server_ports_t ports = {
-        .usb = vhc_uhp_ops(),
-        .usb_ctx = d->vhc,
-        .net = posix_net_ops(),
-        .net_ctx = d->net,
-        .clock = posix_clock(),
-        .log = posix_log(&d->log_cfg),
-    };
-    usbip_err_t e = usbip_server_create(&scfg, &ports, &d->srv);
-    if (e != USBIP_OK) {
-        fprintf(stderr, "fleet-dongle: cannot start the USB/IP server: %s\n", usbip_strerror(e));
+    dongle_t **group = calloc((size_t)n, sizeof(*group));
+    if (!group)
         return 1;
-    }
-    posix_net_attach(d->net, d->srv);
-    posix_loop_add(d->loop, vhc_fd(d->vhc), true, false, vhc_cb, d->vhc);
-    posix_loop_add(d->loop, sfd, true, false, signal_cb, d);
-
-    for (int i = 0; i < a.ndevices; i++) {
-        char busid[32];
-        if (dongle_plug(d, a.devices[i], busid, sizeof(busid), err, sizeof(err)) != 0) {
-            fprintf(stderr, "fleet-dongle: --device %s: %s\n", a.devices[i], err);
-            return 2;
+    struct in_addr base = {0};
+    if (multi)
+        inet_pton(AF_INET, a.base_address, &base);
+    for (int i = 0; i < n; i++) {
+        dongle_t *d = calloc(1, sizeof(*d));
+        if (!d)
+            return 1;
+        group[i] = d;
+        d->opts = &opts;
+        d->loop = loop;
+        d->group = group;
+        d->ngroup = n;
+        d->plugged_cap = multi ? 16 : DONGLE_MAX_PLUGGED;
+        d->plugged = calloc((size_t)d->plugged_cap, sizeof(*d->plugged));
+        if (!d->plugged)
+            return 1;
+        if (multi) {
+            /* dongle i: base MAC + i, base address + i */
+            uint64_t m = 0;
+            for (int k = 0; k < 6; k++)
+                m = m << 8 | mac0[k];
+            m += (uint64_t)i;
+            for (int k = 5; k >= 0; k--, m >>= 8)
+                d->mac[k] = (uint8_t)m;
+            fleet_agent_id_from_mac(d->mac, d->id);
+            struct in_addr ip = {.s_addr = htonl(ntohl(base.s_addr) + (uint32_t)i)};
+            inet_ntop(AF_INET, &ip, d->ip, sizeof(d->ip));
+            snprintf(d->listen, sizeof(d->listen), "%s:3240", d->ip);
+        } else {
+            snprintf(d->id, sizeof(d->id), "%s", a.id);
+            memcpy(d->mac, mac0, 6);
+            snprintf(d->listen, sizeof(d->listen), "%s", a.listen);
+            const char *colon = strrchr(a.listen, ':');
+            snprintf(d->ip, sizeof(d->ip), "%.*s", colon ? (int)(colon - a.listen) : 0, a.listen);
+        }
+        int rc = dongle_start(d, a.devices, a.ndevices, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "fleet-dongle: %s%s\n", multi ? d->id : "", err);
+            return rc == -2 ? 2 : 1;
+        }
+        if (dongle_agent_start(d, "power_on", err, sizeof(err)) != 0) {
+            fprintf(stderr, "fleet-dongle: %s: %s\n", d->id, err);
+            return 1;
         }
     }
+    posix_loop_add(loop, sfd, true, false, signal_cb, group[0]);
     control_t *ctl = NULL;
-    if (a.control && control_open(d, a.control, &ctl, err, sizeof(err)) != 0) {
+    if (a.control && control_open(group[0], a.control, &ctl, err, sizeof(err)) != 0) {
         fprintf(stderr, "fleet-dongle: %s\n", err);
         return 1;
     }
-    /* Let the initial devices enumerate before announcing the port, so a
-     * client that connects right after the banner sees them. */
-    for (int i = 0; i < 50; i++) {
-        posix_loop_run_once(d->loop, 0);
-        if (usbip_server_list_devices(d->srv, NULL, 0) >= a.ndevices)
-            break;
-        posix_loop_run_once(d->loop, 10);
-    }
-    const char *colon = strrchr(a.listen, ':');
-    printf("listening on %.*s:%d\n", (int)(colon - a.listen), a.listen, posix_net_bound_port(d->net));
+    if (multi)
+        for (int i = 0; i < n; i++)
+            printf("dongle %s %s:%d\n", group[i]->id, group[i]->ip, posix_net_bound_port(group[i]->net));
+    printf("listening on %s:%d\n", group[0]->ip, posix_net_bound_port(group[0]->net));
 
     usbip_clock_t clk = posix_clock();
-    uint64_t next_tick = 0;
-    while (!d->quit) {
-        if (posix_loop_run_once(d->loop, TICK_MS) < 0) {
+    uint64_t next_tick = 0, next_second = 0;
+    bool quit = false;
+    while (!quit) {
+        if (posix_loop_run_once(loop, TICK_MS) < 0 && errno != EINTR) {
             fprintf(stderr, "fleet-dongle: event loop failed: %s\n", strerror(errno));
             break;
         }
         uint64_t now = clk.now_us(clk.ctx);
         if (now >= next_tick) {
-            usbip_server_tick(d->srv);
             next_tick = now + TICK_MS * 1000u;
+            for (int i = 0; i < n; i++) {
+                dongle_t *d = group[i];
+                usbip_server_tick(d->srv);
+                char why[160];
+                if (dongle_agent_tick(d, why, sizeof(why))) {
+                    /* in-process reset: agent and core go, the bootloader picks the slot */
+                    dongle_agent_stop(d, "reboot");
+                    if (dongle_restart(d, err, sizeof(err)) != 0 || dongle_agent_start(d, why, err, sizeof(err)) != 0) {
+                        fprintf(stderr, "fleet-dongle: %s: reboot failed: %s\n", d->id, err);
+                        quit = true;
+                    }
+                }
+                quit = quit || d->quit;
+            }
+        }
+        if (now >= next_second) {
+            next_second = now + 1000000u;
+            for (int i = 0; i < n; i++)
+                dongle_agent_second(group[i]);
+            dongle_mdns_tick(opts.mdns, now / 1000u);
         }
     }
     control_close(ctl);
-    usbip_server_destroy(d->srv);
-    posix_net_destroy(d->net);
-    vhc_destroy(d->vhc);
-    posix_loop_destroy(d->loop);
+    for (int i = 0; i < n; i++) {
+        dongle_agent_stop(group[i], "shutdown");
+        dongle_stop(group[i]);
+        free(group[i]->plugged);
+        free(group[i]);
+    }
+    dongle_mdns_stop(loop, opts.mdns);
+    free(group);
+    free(opts.ota_pubkey);
+    posix_loop_destroy(loop);
     close(sfd);
     return 0;
 }

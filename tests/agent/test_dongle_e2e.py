@@ -1,0 +1,251 @@
+"""fleet-dongle with its agent, end to end: real Mosquitto, the real USB/IP
+client (fleet.usbip) importing through the core the agent controls, the
+control channel, the service's contract validators and mDNS browser."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+from agent_support import MQTT_URL, MultiDongle, Observer, random_mac
+
+from fleet.contracts import validate
+from fleet.usbip import ImportRefused, import_device
+from fleet.usbip.simdongle import SimDongle
+
+pytestmark = [pytest.mark.dongle, pytest.mark.mosquitto]
+
+
+@pytest.fixture(autouse=True)
+def _mosquitto() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 1883), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"Mosquitto must run on 127.0.0.1:1883: {exc}")
+
+
+@pytest.fixture
+def agent_dongle(dongle_bin, tmp_path):
+    started: list[tuple[SimDongle, Observer]] = []
+
+    def start(devices=("msc:size=1M", "hid-keyboard"), args=(), dongle_id: str | None = None):
+        did = dongle_id or f"esp-{random_mac()}"
+        obs = Observer([did])
+        d = SimDongle(devices=list(devices), binary=dongle_bin,
+                      args=["--id", did, "--mqtt", MQTT_URL, "--state-dir", str(tmp_path), *args]).start()
+        started.append((d, obs))
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{did}/status" and p["status"] == "online")
+        return d, obs, did
+
+    yield start
+    for d, obs in started:
+        d.stop()
+        obs.close()
+
+
+def test_online_state_matches_the_devices(agent_dongle):
+    d, obs, did = agent_dongle()
+    st = obs.wait_for(lambda t, p: t == f"fleet/v1/{did}/status")
+    validate("status", st)
+    state = obs.wait_for(lambda t, p: t == f"fleet/v1/{did}/state" and len(p["devices"]) == 2)
+    validate("state", state)
+    assert state["usbip"]["port"] == d.port
+    disk, kbd = state["devices"]
+    assert (disk["busid"], disk["interfaces"][0]["class"]) == ("1-1", 8)  # mass storage
+    assert (kbd["busid"], kbd["interfaces"][0]["class"]) == ("1-2", 3)  # HID
+    assert disk["serial"] == d.list()[0]["serial"]
+
+
+def test_hotplug_shows_in_state_and_events_within_2s(agent_dongle):
+    d, obs, did = agent_dongle()
+    obs.wait_for(lambda t, p: t == f"fleet/v1/{did}/state" and len(p["devices"]) == 2)
+    mark = obs.mark()
+    t0 = time.monotonic()
+    busid = d.plug("cdc-acm")
+    added = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "device_added", after=mark, timeout=2)
+    validate("events", added)
+    assert added["busid"] == busid and added["detail"]["busid"] == busid
+    obs.wait_for(lambda t, p: t.endswith("/state") and busid in [x["busid"] for x in p["devices"]],
+                 after=mark, timeout=2)
+    assert time.monotonic() - t0 < 2.0
+    mark = obs.mark()
+    d.unplug(busid)
+    removed = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "device_removed", after=mark,
+                           timeout=2)
+    assert removed["busid"] == busid
+    obs.wait_for(lambda t, p: t.endswith("/state") and busid not in [x["busid"] for x in p["devices"]],
+                 after=mark, timeout=2)
+
+
+def test_grant_and_revoke_over_mqtt_are_enforced_by_the_core(agent_dongle):
+    d, obs, did = agent_dongle(devices=("probe",), args=["--enforce-grants"])
+    busid = d.list()[0]["busid"]
+    with pytest.raises(ImportRefused):  # refused before the grant
+        import_device(d.host, d.port, busid, source="127.0.0.1")
+    r = obs.command(did, "grant", {"busid": busid, "clients": ["127.0.0.1"], "lease_id": "lease-9",
+                                   "expires_at": int(time.time()) + 600})
+    assert r["ok"] is True, r
+    validate("cmd-result", r)
+    mark = obs.mark()
+    s = import_device(d.host, d.port, busid, source="127.0.0.1")  # accepted after
+    att = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "attached", after=mark, timeout=2)
+    validate("events", att)
+    assert att["client"].startswith("127.0.0.1:")
+    t0 = time.monotonic()
+    r = obs.command(did, "revoke", {"busid": busid, "lease_id": "lease-9", "reason": "released"})
+    assert r["ok"] is True and r["detail"]["revoked"] is True, r
+    s.sock.settimeout(1.0)
+    try:
+        closed = s.sock.recv(65536) == b""  # cut within 1 s of the command
+    except (ConnectionResetError, TimeoutError, socket.timeout):
+        closed = False
+    assert closed and time.monotonic() - t0 < 1.5
+    s.sock.close()
+    det = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "detached", after=mark, timeout=2)
+    validate("events", det)
+    with pytest.raises(ImportRefused):
+        import_device(d.host, d.port, busid, source="127.0.0.1")
+
+
+def test_config_and_bad_commands(agent_dongle):
+    d, obs, did = agent_dongle()
+    r = obs.command(did, "config", {"version": 2, "mqtt": {"url": MQTT_URL}, "telemetry_interval_s": 1,
+                                    "enforce_grants": True, "log_level": "warn"})
+    assert r["ok"] is True, r
+    obs.wait_for(lambda t, p: t.endswith("/state") and p["usbip"]["enforce_grants"] is True)
+    tel = obs.wait_for(lambda t, p: t.endswith("/telemetry") and p["interval_s"] == 1, timeout=5)
+    validate("telemetry", tel)
+    with pytest.raises(ImportRefused):  # enforcement really is on in the core
+        import_device(d.host, d.port, "1-1", source="127.0.0.1")
+    r = obs.command(did, "revoke", {"busid": "1-1", "lease_id": "x y", "reason": "released"})
+    assert r["ok"] is False and r["error"].startswith("lease_id"), r
+    r = obs.command(did, "port-power", {"busid": "7-7"})
+    assert r["ok"] is False and "7-7" in r["error"], r
+    assert d.alive()
+
+
+def test_port_power_and_reboot_re_export_the_devices(agent_dongle):
+    d, obs, did = agent_dongle()
+    mark = obs.mark()
+    r = obs.command(did, "port-power", {"busid": "1-2", "action": "cycle"})
+    assert r["ok"] is True, r
+    obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "device_removed" and p["busid"] == "1-2",
+                 after=mark, timeout=2)
+    obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "device_added" and p["busid"] == "1-2",
+                 after=mark, timeout=3)
+    mark = obs.mark()
+    r = obs.command(did, "reboot", {"reason": "test"})
+    assert r["ok"] is True
+    off = obs.wait_for(lambda t, p: t.endswith("/status") and p["status"] == "offline", after=mark)
+    assert off["reason"] == "reboot"
+    obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "rebooted" and p["detail"]["reason"] == "test",
+                 after=mark)
+    state = obs.wait_for(lambda t, p: t.endswith("/state") and len(p["devices"]) == 2, after=mark, timeout=5)
+    assert [x["busid"] for x in state["devices"]] == ["1-1", "1-2"]
+    assert sorted(x["busid"] for x in d.list()) == ["1-1", "1-2"]  # control channel still serves
+
+
+def test_kill_9_gives_the_last_will(agent_dongle):
+    d, obs, did = agent_dongle()
+    mark = obs.mark()
+    d.proc.kill()
+    will = obs.wait_for(lambda t, p: t.endswith("/status"), after=mark, timeout=5)
+    assert will["status"] == "offline" and will["reason"] == "lwt"
+
+
+def test_multi_dongle_process(dongle_bin, tmp_path, loopback_multicast_on):
+    from fleet.discovery.mdns import MdnsBrowser  # noqa: PLC0415
+
+    base_mac = random_mac()
+    ids = [f"esp-{int(base_mac, 16) + i:012x}" for i in range(3)]
+    obs = Observer(ids)
+    seen: list = []
+    cond = threading.Condition()
+
+    class Sink:
+        def apply(self, messages) -> None:
+            with cond:
+                seen.extend(messages)
+                cond.notify_all()
+
+    browser = MdnsBrowser(Sink(), interfaces=["127.0.0.1"]).start()
+    d = MultiDongle(dongle_bin, ["--device", "hid-keyboard", "--dongles", "3", "--base-address", "127.6.0.1",
+                                 "--base-mac", base_mac, "--mqtt", MQTT_URL, "--state-dir", str(tmp_path),
+                                 "--mdns"], tmp_path)
+    try:
+        assert [line.split()[1] for line in d.banner if line.startswith("dongle ")] == ids
+        for i, did in enumerate(ids):
+            state = obs.wait_for(lambda t, p, did=did: t == f"fleet/v1/{did}/state")
+            assert state["net"]["ip"] == f"127.6.0.{1 + i}" and state["usbip"]["port"] == 3240
+            assert len(state["devices"]) == 1
+        # the selector reaches one dongle; the others do not change
+        mark = obs.mark()
+        assert d.command(f"@{ids[1]} plug msc:size=1M") == "ok 1-2"
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{ids[1]}/events" and p["type"] == "device_added", after=mark)
+        assert len(json.loads(d.command(f"@{ids[0]} list")[3:])) == 1
+        assert d.command("@esp-000000000000 list").startswith("err no dongle")
+        stats = json.loads(d.command("stats")[3:])
+        assert stats["process"]["dongles"] == 3 and stats["process"]["rss_per_dongle"] > 0
+        # a USB/IP client reaches each dongle on its own address
+        s = import_device(f"127.6.0.3", 3240, "1-1", source="127.0.0.1")
+        s.sock.close()
+        # mDNS: every dongle discovered with its own address; ndev follows the plug
+        deadline = time.monotonic() + 15
+        with cond:
+            while True:
+                found = {m.dongle_id: m for m in seen if m.payload["present"]}
+                if all(i in found for i in ids) and found[ids[1]].payload["txt"]["ndev"] == "2":
+                    break
+                assert time.monotonic() < deadline, f"mDNS saw {found}"
+                cond.wait(0.5)
+        assert found[ids[2]].payload["address"] == "127.6.0.3"
+        assert found[ids[0]].payload["txt"]["ndev"] == "1"
+    finally:
+        d.stop()
+        obs.close()
+        browser.stop()
+
+
+@pytest.fixture
+def loopback_multicast_on() -> None:
+    import subprocess  # noqa: PLC0415
+
+    flags = subprocess.run(["ip", "link", "show", "lo"], capture_output=True, text=True, check=True).stdout
+    if "MULTICAST" not in flags.split(">")[0]:
+        subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True)
+
+
+def test_ota_through_fleet_dongle(agent_dongle):
+    import functools
+    import http.server
+    import json as _json
+
+    from agent_support import REPO  # noqa: PLC0415
+
+    fixtures = REPO / "agent_fw" / "test" / "unit" / "agent" / "fixtures"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(fixtures))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        d, obs, did = agent_dongle(args=["--ota-pubkey", str(fixtures / "TEST-ONLY-ota-signing-key.pub.pem")])
+        state = obs.wait_for(lambda t, p: t.endswith("/state") and len(p["devices"]) == 2)
+        assert state["firmware"]["version"] == "0.3.1" and state["boot"]["slot"] == "ota_0"
+        manifest = _json.loads((fixtures / "ota-manifest.posix-sim.json").read_text())
+        manifest["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/fw-posix-sim-0.4.0.bin"
+        manifest.pop("request_id")
+        mark = obs.mark()
+        r = obs.command(did, "ota", manifest)
+        assert r["ok"] is True, r
+        st = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "selftest", after=mark, timeout=15)
+        assert st["detail"]["ok"] is True, st
+        new = obs.wait_for(lambda t, p: t.endswith("/state") and p["boot"]["ota_state"] == "valid", after=mark)
+        assert new["firmware"]["version"] == "0.4.0" and new["boot"]["slot"] == "ota_1"
+        assert [x["busid"] for x in new["devices"]] == ["1-1", "1-2"]  # the same devices re-exported
+        # the same manifest again: 0.4.0 is not newer than what runs now
+        r = obs.command(did, "ota", dict(manifest))
+        assert r["ok"] is False and r["error"].startswith("version"), r
+    finally:
+        httpd.shutdown()
