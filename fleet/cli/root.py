@@ -1,4 +1,4 @@
-"""Command tree: fleet serve | db | users | devices."""
+"""Command tree: fleet serve | db | users | devices | sim, plus the workstation commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli import db, devices, serve, users
+from fleet.cli import db, devices, serve, sim, users
 from fleet.cli.context import CliState
 from fleet.client.commands import register as register_client_commands
 
@@ -34,6 +34,7 @@ app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(devices.app, name="devices")
+app.add_typer(sim.app, name="sim")
 
 # The lab engineer's workstation commands (talk to the REST API): login, ls,
 # lease, attach, detach, extend, release, who.
