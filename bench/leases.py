@@ -3,24 +3,37 @@
 
     .venv/bin/python bench/leases.py [--db postgres|sqlite|both] [--clients 50]
                                      [--seconds 10] [--devices 25] [--via http|service]
+                                     [--scenario shared|own|both] [--workers 1]
 
-Each client loops: acquire a random device among ``--devices`` (fewer devices
-than clients, so requests collide and the 409 path is exercised), hold it
-briefly, release it. ``--via http`` (default) drives the real REST API served
-by uvicorn in a separate process; ``--via service`` calls the lease service
-directly (one session per thread) to show the cost without HTTP.
+Each client loops: acquire a device, release it. ``--scenario shared`` has
+every client pick a random device among ``--devices`` (fewer devices than
+clients, so requests collide and the 409 path is exercised); ``own`` gives
+each client its own device (no contention: the pure cost of a lease).
+``--via http`` (default) drives the real REST API served by uvicorn in a
+separate process (``--workers`` processes) from one asyncio client that speaks
+raw HTTP/1.1 over one keep-alive connection per client, so the load
+generator stays cheap; ``--via service`` calls the lease service directly
+(one thread per client) to show the cost without HTTP. ``FLEET_BENCH_THREADS``
+sets the API's thread pool (default 8, as ``fleet serve``).
 
 Printed: acquire/release/conflict rates, operations per second (acquire +
-release + conflict answers), p50/p99 latency per operation, and the
-double-grant count, which must be 0. Double grants are counted twice: by the
-clients (a device granted while another client still held it) and by the
-database afterwards (two lease intervals overlapping on one device).
+release + conflict answers), p50/p99 latency per operation, and the CPU
+seconds spent by the server processes, the PostgreSQL backends serving them
+and the load generator (from /proc, so other jobs on a shared machine do not
+count), with operations per server CPU-second. On a loaded machine the wall
+clock rate says little; ops per server CPU-second says what the service can
+do per core it gets (>= 1,000 means 500 ops/s needs half of one core).
+The double-grant count must be 0: counted by the clients (a device granted
+while another client still held it) and by the database afterwards (two
+lease intervals overlapping on one device).
 Target on the 2-core reference machine: >= 500 lease operations/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import random
 import subprocess
@@ -149,7 +162,8 @@ class Stats:
             self.holders.pop(device, None)
 
 
-def run_clients(n_clients: int, n_devices: int, seconds: float, make_client: Any) -> Stats:
+def run_clients(n_clients: int, pick: Any, seconds: float, make_client: Any) -> Stats:
+    """Thread per client (``--via service``)."""
     stats = Stats()
     stop = time.monotonic() + seconds
     barrier = threading.Barrier(n_clients)
@@ -159,7 +173,7 @@ def run_clients(n_clients: int, n_devices: int, seconds: float, make_client: Any
         rnd = random.Random(i)
         barrier.wait()
         while time.monotonic() < stop:
-            dev = rnd.randint(1, n_devices)
+            dev = pick(i, rnd)
             t0 = time.perf_counter()
             try:
                 lease_id = acquire(dev)
@@ -210,14 +224,78 @@ def via_service(url: str, tokens: list[str]) -> Any:
     return make_client, engine.dispose
 
 
-def via_http(url: str, tokens: list[str]) -> Any:
+# -- HTTP: one asyncio process, raw HTTP/1.1 on keep-alive sockets -----------------------------
+class HttpError(Exception):
+    pass
+
+
+async def _http(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
+) -> tuple[int, bytes]:
+    writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        raise HttpError(f"response {status} without Content-Length")
+    return status, await reader.readexactly(length)
+
+
+async def _http_clients(port: int, tokens: list[str], pick: Any, seconds: float, stats: Stats) -> None:
+    async def client(i: int, ready: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        auth = f"Host: 127.0.0.1\r\nAuthorization: Bearer {tokens[i]}\r\n".encode()
+        post_acquire = b"POST /api/v1/leases HTTP/1.1\r\n" + auth + b"Content-Type: application/json\r\n"
+        rnd = random.Random(i)
+        await ready.wait()
+        stop = time.monotonic() + seconds
+        try:
+            while time.monotonic() < stop:
+                dev = pick(i, rnd)
+                body = json.dumps({"device": dev, "duration_s": 60, "clients": ["127.0.0.1"]}).encode()
+                t0 = time.perf_counter()
+                status, data = await _http(reader, writer, post_acquire, body)
+                if status == 409:
+                    stats.record("conflict", time.perf_counter() - t0)
+                    continue
+                if status != 201:
+                    stats.errors.append(f"acquire {status}: {data[:200]!r}")
+                    continue
+                stats.record("acquire", time.perf_counter() - t0)
+                lease_id = json.loads(data)["id"]
+                stats.granted(dev, i)
+                stats.releasing(dev)
+                t0 = time.perf_counter()
+                head = f"POST /api/v1/leases/{lease_id}/release HTTP/1.1\r\n".encode() + auth
+                status, data = await _http(reader, writer, head, b"")
+                if status != 200:
+                    stats.errors.append(f"release {status}: {data[:200]!r}")
+                    continue
+                stats.record("release", time.perf_counter() - t0)
+        finally:
+            writer.close()
+
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(client(i, ready)) for i in range(len(tokens))]
+    await asyncio.sleep(0.2)  # let every connection open before the clock starts
+    ready.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    stats.errors += [repr(r)[:200] for r in results if isinstance(r, BaseException)]
+
+
+def start_server(url: str) -> tuple[subprocess.Popen[bytes], int]:
     import httpx
 
     port = _free_port()
     env = {**os.environ, "FLEET_BENCH_DB": url}
     server = subprocess.Popen([sys.executable, __file__, "_serve", str(port), str(WORKERS)], env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(base + "/healthz", timeout=1).status_code == 200:
@@ -228,27 +306,96 @@ def via_http(url: str, tokens: list[str]) -> Any:
             server.kill()
             raise SystemExit("bench server did not start")
         time.sleep(0.1)
+    return server, port
 
-    def make_client(i: int) -> Any:
-        c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=30)
 
-        def acquire(dev: int) -> int | None:
-            r = c.post("/api/v1/leases", json={"device": dev, "duration_s": 60, "clients": ["127.0.0.1"]})
-            if r.status_code == 409:
-                return None
-            r.raise_for_status()
-            return int(r.json()["id"])
+# -- CPU accounting from /proc -------------------------------------------------------------------
+TICK = os.sysconf("SC_CLK_TCK")
 
-        def release(lease_id: int) -> None:
-            c.post(f"/api/v1/leases/{lease_id}/release").raise_for_status()
 
-        return acquire, release
+def proc_cpu_s(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process (fields 14 and 15 of /proc/<pid>/stat); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
 
-    def close() -> None:
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (uvicorn --workers forks a process per worker)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def db_backends(url: str) -> list[int]:
+    """PostgreSQL backend processes connected to the bench database."""
+    if not url.startswith("postgresql"):
+        return []
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.connect() as c:
+        pids = (
+            c.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
+                {"d": make_url(url).database},
+            )
+            .scalars()
+            .all()
+        )
+    admin.dispose()
+    return [int(p) for p in pids]
+
+
+class CpuMeter:
+    """CPU seconds used between start() and stop() by a fixed set of processes."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.t0 = {p: proc_cpu_s(p) for p in pids}
+        self.used = 0.0
+
+    def stop(self) -> float:
+        self.used = sum(max(0.0, proc_cpu_s(p) - self.t0[p]) for p in self.pids)
+        return self.used
+
+
+def run_http(url: str, tokens: list[str], pick: Any, seconds: float) -> tuple[Stats, float, dict[str, float]]:
+    server, port = start_server(url)
+    try:
+        stats = Stats()
+        # Warm each worker's pool: the backends then exist before we measure.
+        asyncio.run(_http_clients(port, tokens, pick, 0.5, Stats()))
+        server_cpu = CpuMeter(process_tree(server.pid))
+        db_cpu = CpuMeter(db_backends(url))
+        me0 = proc_cpu_s()
+        t0 = time.perf_counter()
+        asyncio.run(_http_clients(port, tokens, pick, seconds, stats))
+        wall = time.perf_counter() - t0
+        cpu = {
+            "server": server_cpu.stop(),
+            "db": db_cpu.stop(),
+            "client": proc_cpu_s() - me0,
+            "server_procs": len(server_cpu.pids),
+            "db_procs": len(db_cpu.pids),
+        }
+    finally:
         server.terminate()
-        server.wait(10)
-
-    return make_client, close
+        server.wait(15)
+    return stats, wall, cpu
 
 
 def _free_port() -> int:
@@ -269,7 +416,8 @@ def _make_app() -> Any:
 
     logging.disable(logging.WARNING)
     engine = make_engine(os.environ["FLEET_BENCH_DB"], pool_size=60)
-    return create_api(build_services(make_session_factory(engine), CountingPublisher()))
+    threads = int(os.environ.get("FLEET_BENCH_THREADS", "8"))
+    return create_api(build_services(make_session_factory(engine), CountingPublisher()), threads=threads)
 
 
 def _serve(port: int, workers: int) -> None:
@@ -309,21 +457,42 @@ def overlaps_in_db(url: str) -> int:
     return bad
 
 
-def bench(backend: str, via: str, n_clients: int, n_devices: int, seconds: float) -> bool:
+def picker(scenario: str, n_devices: int) -> Any:
+    if scenario == "own":
+        return lambda i, rnd: i + 1
+    return lambda i, rnd: rnd.randint(1, n_devices)
+
+
+def bench(backend: str, via: str, scenario: str, n_clients: int, n_devices: int, seconds: float) -> bool:
+    if scenario == "own":
+        n_devices = n_clients
+    pick = picker(scenario, n_devices)
+    cpu: dict[str, float] = {}
     with scratch_database(backend) as url:
         tokens = seed(url, n_devices, n_clients)
-        make_client, close = (via_http if via == "http" else via_service)(url, tokens)
-        try:
-            t0 = time.perf_counter()
-            stats = run_clients(n_clients, n_devices, seconds, make_client)
-            wall = time.perf_counter() - t0
-        finally:
-            close()
+        if via == "http":
+            stats, wall, cpu = run_http(url, tokens, pick, seconds)
+        else:
+            make_client, close = via_service(url, tokens)
+            try:
+                run_clients(n_clients, pick, 0.5, make_client)  # opens the pool's connections
+                db_cpu = CpuMeter(db_backends(url))
+                me0 = proc_cpu_s()
+                t0 = time.perf_counter()
+                stats = run_clients(n_clients, pick, seconds, make_client)
+                wall = time.perf_counter() - t0
+                cpu = {"server": proc_cpu_s() - me0, "db": db_cpu.stop(), "db_procs": len(db_cpu.pids)}
+            finally:
+                close()
         db_overlaps = overlaps_in_db(url)
     n = {k: len(v) for k, v in stats.lat.items()}
-    ops = sum(n.values()) / wall
+    total = sum(n.values())
+    ops = total / wall
     how = f"via {via}" + (f" ({WORKERS} server processes)" if via == "http" else "")
-    print(f"\n== leases: {backend}, {how}, {n_clients} clients, {n_devices} devices, {wall:.1f} s ==")
+    print(
+        f"\n== leases: {backend}, {how}, {scenario} devices, {n_clients} clients, "
+        f"{n_devices} devices, {wall:.1f} s, load average {os.getloadavg()[0]:.1f} =="
+    )
     for op, label in (("acquire", "acquired"), ("release", "released"), ("conflict", "409 busy")):
         lat = stats.lat[op]
         print(
@@ -331,6 +500,27 @@ def bench(backend: str, via: str, n_clients: int, n_devices: int, seconds: float
             f"p50 {pct(lat, 0.5) * 1e3:6.1f} ms  p99 {pct(lat, 0.99) * 1e3:6.1f} ms"
         )
     print(f"lease operations/s: {ops:.1f}  (target >= {TARGET_OPS:.0f}: ratio {ops / TARGET_OPS:.2f})")
+    srv = cpu.get("server", 0.0)
+    per_cpu = total / srv if srv else float("nan")
+    what = "server processes" if via == "http" else "bench process (service + client threads)"
+    print(
+        f"CPU: {srv:.2f} s in {what} -> {per_cpu:.0f} ops per CPU-second "
+        f"({per_cpu / TARGET_OPS:.2f} x target per core; "
+        f"{1e3 / per_cpu if per_cpu else float('nan'):.2f} ms/op)"
+    )
+    if backend == "postgres":
+        db = cpu.get("db", 0.0)
+        print(
+            f"     {db:.2f} s in {int(cpu.get('db_procs', 0))} PostgreSQL backends"
+            + (f" ({total / db:.0f} ops per CPU-second)" if db else "")
+            + (f"; load generator {cpu.get('client', 0.0):.2f} s" if via == "http" else "")
+        )
+        both = srv + db
+        if both:
+            print(
+                f"     server + database: {total / both:.0f} ops per CPU-second "
+                f"(2 cores = {2 * total / both:.0f} ops/s)"
+            )
     print(f"double grants: clients saw {stats.double_grants}, database overlaps {db_overlaps}  (must be 0)")
     if stats.errors:
         print(f"errors: {len(stats.errors)}, first: {stats.errors[0]}")
@@ -345,15 +535,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=["postgres", "sqlite", "both"], default="both")
     ap.add_argument("--via", choices=["http", "service"], default="http")
+    ap.add_argument("--scenario", choices=["shared", "own", "both"], default="both")
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--devices", type=int, default=25)
+    ap.add_argument("--devices", type=int, default=25, help="devices shared by all clients (scenario shared)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1, help="API server processes (--via http)")
     a = ap.parse_args()
     WORKERS = a.workers
     ok = True
     for backend in ["postgres", "sqlite"] if a.db == "both" else [a.db]:
-        ok &= bench(backend, a.via, a.clients, a.devices, a.seconds)
+        for scenario in ["own", "shared"] if a.scenario == "both" else [a.scenario]:
+            ok &= bench(backend, a.via, scenario, a.clients, a.devices, a.seconds)
     return 0 if ok else 1
 
 

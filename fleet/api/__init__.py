@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from fleet import metrics
@@ -54,12 +55,30 @@ def create_api(
     *,
     inventory_metrics: metrics.InventoryMetrics | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    threads: int = 8,
 ) -> FastAPI:
+    if threads < 1:
+        raise ValueError(f"threads {threads}: must be at least 1")
+
+    @asynccontextmanager
+    async def _lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's thread pool (40 threads by default). The
+        # work they do holds the GIL, so 40 threads only take turns, and the
+        # hand-offs between them (GIL convoys, futex wake-ups) cost more CPU
+        # than the requests. A few threads keep the database busy: a lease
+        # operation spends well under a millisecond waiting on it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        if lifespan is None:
+            yield
+        else:
+            async with lifespan(app_):
+                yield
+
     app = FastAPI(
         title="fleet",
         version="1",
         summary="Network USB dongles for a hardware lab: inventory, leases, audit",
-        lifespan=lifespan,
+        lifespan=_lifespan,
     )
     app.state.services = services
     app.state.inventory_metrics = inventory_metrics

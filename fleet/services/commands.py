@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.db.models import Command, Lease
@@ -26,6 +26,9 @@ from fleet.services.common import Clock, clamp_page, utcnow
 from fleet.services.views import command_view
 
 log = logging.getLogger(__name__)
+
+# Built once: a Core INSERT on the table skips the ORM bulk-insert machinery.
+_INSERT_COMMAND = insert(Command.__table__).returning(Command.__table__.c.id)
 
 MAX_ATTEMPTS = 20
 
@@ -59,31 +62,35 @@ class CommandService:
 
     def record(
         self,
-        session: Session,
+        session: Session | Connection,
         *,
         dongle_id: str,
         name: str,
         args: dict[str, Any],
         lease_id: int | None = None,
     ) -> Outgoing:
+        row = self.draft(dongle_id=dongle_id, name=name, args=args, lease_id=lease_id)
+        cid = session.execute(_INSERT_COMMAND, row).scalar_one()
+        return Outgoing(cid, dongle_id, name, row["payload"])
+
+    def draft(
+        self, *, dongle_id: str, name: str, args: dict[str, Any], lease_id: int | None = None
+    ) -> dict[str, Any]:
+        """The ``commands`` row for a new command, for callers that insert it
+        themselves (the lease fast path writes it in the same statement as the lease)."""
         now = self._clock()
         payload = {"v": 1, "request_id": str(uuid.uuid4()), "issued_at": round(now.timestamp(), 3), **args}
-        cid = session.execute(
-            insert(Command)
-            .values(
-                request_id=payload["request_id"],
-                dongle_id=dongle_id,
-                name=name,
-                lease_id=lease_id,
-                payload=payload,
-                state=CommandState.SENT,
-                attempts=1,
-                created_at=now,
-                sent_at=now,
-            )
-            .returning(Command.id)
-        ).scalar_one()
-        return Outgoing(cid, dongle_id, name, payload)
+        return {
+            "request_id": payload["request_id"],
+            "dongle_id": dongle_id,
+            "name": name,
+            "lease_id": lease_id,
+            "payload": payload,
+            "state": CommandState.SENT.value,
+            "attempts": 1,
+            "created_at": now,
+            "sent_at": now,
+        }
 
     def dispatch(self, commands: Sequence[Outgoing | Command]) -> None:
         """Publish commands recorded by a committed transaction."""

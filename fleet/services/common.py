@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
 from fleet.db.models import AuditEntry, Device
@@ -24,7 +24,7 @@ def from_unix(ts: float) -> datetime:
 
 
 def audit(
-    session: Session,
+    session: Session | Connection,
     *,
     at: datetime,
     actor: str,
@@ -32,14 +32,17 @@ def audit(
     target: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    # A plain INSERT, not a pending ORM object: no unit-of-work bookkeeping on
-    # the lease hot path, where every change writes one of these.
+    # One prebuilt Core INSERT, not a pending ORM object nor a statement built
+    # per call: the lease hot path writes one of these per operation.
     session.execute(
-        insert(AuditEntry).values(at=at, actor=actor, action=action, target=target[:128], detail=detail)
+        _INSERT_AUDIT, {"at": at, "actor": actor, "action": action, "target": target[:128], "detail": detail}
     )
 
 
-def device_label(device: Device) -> str:
+_INSERT_AUDIT = insert(AuditEntry.__table__)
+
+
+def device_label(device: Device | Any) -> str:
     """How messages name a device: its user-given name, else its id and location."""
     return device.name or f"device {device.id} ({device.dongle_id} {device.busid})"
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from fleet.api.deps import Admin, ServicesDep, User
+from fleet.api.fastjson import FastJSON
 from fleet.api.routes import API_PREFIX
 from fleet.api.schemas import LeaseExtend, LeaseRequest, LeaseRevoke
 
@@ -14,8 +15,9 @@ router = APIRouter(prefix=API_PREFIX + "/leases", tags=["leases"])
 
 
 @router.post("", status_code=201)
-def acquire(body: LeaseRequest, svc: ServicesDep, who: User) -> dict[str, Any]:
-    return svc.leases.acquire(who, body.device, duration_s=body.duration_s, clients=body.clients)
+def acquire(body: LeaseRequest, svc: ServicesDep, who: User) -> FastJSON:
+    view = svc.leases.acquire(who, body.device, duration_s=body.duration_s, clients=body.clients)
+    return FastJSON(view, status_code=201)
 
 
 @router.get("")
@@ -35,20 +37,20 @@ def list_leases(
 
 
 @router.get("/{lease_id}")
-def get_lease(lease_id: int, svc: ServicesDep, _: User) -> dict[str, Any]:
-    return svc.leases.get(lease_id)
+def get_lease(lease_id: int, svc: ServicesDep, _: User) -> FastJSON:
+    return FastJSON(svc.leases.get(lease_id))
 
 
 @router.post("/{lease_id}/extend")
-def extend(lease_id: int, body: LeaseExtend, svc: ServicesDep, who: User) -> dict[str, Any]:
-    return svc.leases.extend(who, lease_id, body.duration_s)
+def extend(lease_id: int, body: LeaseExtend, svc: ServicesDep, who: User) -> FastJSON:
+    return FastJSON(svc.leases.extend(who, lease_id, body.duration_s))
 
 
 @router.post("/{lease_id}/release")
-def release(lease_id: int, svc: ServicesDep, who: User) -> dict[str, Any]:
-    return svc.leases.release(who, lease_id)
+def release(lease_id: int, svc: ServicesDep, who: User) -> FastJSON:
+    return FastJSON(svc.leases.release(who, lease_id))
 
 
 @router.post("/{lease_id}/revoke")
-def revoke(lease_id: int, body: LeaseRevoke, svc: ServicesDep, who: Admin) -> dict[str, Any]:
-    return svc.leases.revoke(who, lease_id, body.reason)
+def revoke(lease_id: int, body: LeaseRevoke, svc: ServicesDep, who: Admin) -> FastJSON:
+    return FastJSON(svc.leases.revoke(who, lease_id, body.reason))
