@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -82,6 +83,7 @@ def sim_command(
     specs: list[str],
     broker: str,
     base_address: str,
+    base_mac: str,
     state_dir: Path,
     control: Path,
     mdns: bool,
@@ -89,7 +91,7 @@ def sim_command(
     telemetry_interval: int,
 ) -> list[str]:
     cmd = [
-        str(binary), "--dongles", str(dongles), "--base-address", base_address,
+        str(binary), "--dongles", str(dongles), "--base-address", base_address, "--base-mac", base_mac,
         "--mqtt", broker, "--state-dir", str(state_dir), "--control", str(control),
         "--telemetry-interval", str(telemetry_interval),
     ]
@@ -108,6 +110,9 @@ def run(
     devices: Annotated[str, typer.Option(help="Devices on every dongle: " + ",".join(DEVICE_SPECS))] = "msc,hid,probe",
     broker: Annotated[str, typer.Option(help="MQTT broker the dongles report to.")] = "mqtt://127.0.0.1:1883",
     base_address: Annotated[str, typer.Option(help="First dongle's loopback address.")] = "127.1.0.1",
+    base_mac: Annotated[
+        str, typer.Option(help="First dongle's simulated base MAC (12 hex digits); ids follow from it.")
+    ] = "02f1ee000001",
     state_dir: Annotated[Path, typer.Option(help="Per-dongle config and OTA slots.")] = Path(
         os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet")
     ) / "sim",
@@ -120,12 +125,15 @@ def run(
     """Run simulated dongles in the foreground until Ctrl-C."""
     specs = device_specs(devices)
     check_base_address(base_address, dongles)
+    if not re.fullmatch(r"[0-9a-fA-F]{12}", base_mac) or int(base_mac, 16) + dongles > 2**48:
+        raise InvalidInput("--base-mac", f"{base_mac!r}: expected 12 hex digits with room for {dongles} dongles")
     if not broker.startswith(("mqtt://", "mqtts://")):
         raise InvalidInput("--broker", f"{broker!r}: expected mqtt://HOST[:PORT]")
     state_dir.mkdir(parents=True, exist_ok=True)
     control = state_dir / "control.sock"
     cmd = sim_command(
         binary=dongle_binary(), dongles=dongles, specs=specs, broker=broker, base_address=base_address,
+        base_mac=base_mac.lower(),
         state_dir=state_dir, control=control, mdns=mdns, enforce_grants=enforce_grants,
         telemetry_interval=telemetry_interval,
     )
