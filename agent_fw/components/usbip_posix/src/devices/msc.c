@@ -95,9 +95,12 @@ static void put32le(uint8_t *p, uint32_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* The host NAK-polls an endpoint with a growing back-off; a queued IN (or
+ * the next CBW) must not sit that out once the device can answer it. */
 static void enter_csw(msc_t *m)
 {
     m->state = BOT_CSW;
+    vdev_wake(&m->base.dev, EP_IN, 0);
 }
 
 static void invalid_cbw(msc_t *m)
@@ -139,6 +142,7 @@ static void start_command(msc_t *m, const uint8_t *cbw)
             m->limit = d < m->host_len ? d : m->host_len;
             m->residue = m->host_len - m->limit;
             m->state = BOT_DATA_IN; /* cases 5, 6, 7 */
+            vdev_wake(&m->base.dev, EP_IN, 0);
             return;
         }
         if (p->dir == SCSI_DIR_OUT)
@@ -255,6 +259,7 @@ static int msc_in(vdev_t *dev, uint8_t ep, uint8_t *buf, size_t mps)
         buf[12] = m->phase_error ? CSW_PHASE_ERROR : m->plan.failed ? CSW_FAILED : CSW_GOOD;
         m->csws++;
         m->state = BOT_CBW;
+        vdev_wake(&m->base.dev, EP_OUT, 0); /* a CBW queued behind this command */
         return CSW_LEN;
     }
     case BOT_CBW:

@@ -4,6 +4,23 @@
 /*
  * tcp.c - the core's net port on Linux TCP sockets, driven by posix_loop.
  * Socket handles are the fds.
+ *
+ * System calls per URB are what the simulated dongle's data path costs, so:
+ *  - reads: the core asks for one PDU part at a time (a 48-byte header,
+ *    then the payload). Small reads are served from a per-connection
+ *    read-ahead buffer filled by one recv of up to RA_SIZE bytes; reads of
+ *    RA_DIRECT bytes or more go straight into the caller's buffer, so large
+ *    OUT payloads still land in the transfer blocks without a copy. Bytes
+ *    left in the buffer are invisible to epoll: the fd is marked ready in
+ *    user space while the core wants to read.
+ *  - writes: the core sends each reply as it completes. Small replies (up to
+ *    SMALL_REPLY bytes: headers, short IN data) are gathered in a
+ *    per-connection buffer and leave with one send per loop round; larger
+ *    ones go straight from the transfer blocks with MSG_MORE, behind what is
+ *    gathered, and are pushed at the end of the round. The same copy lwIP's
+ *    send() makes on the chip, for small replies only. Bytes the socket did
+ *    not take stay ours: we ask the loop for writability until they are out,
+ *    so the core never sees them as unsent.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,7 +35,26 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "usbip_posix/posix_port.h"
+#include "net_internal.h"
+
+#define RA_SIZE 16384
+#define RA_DIRECT 4096
+#define OBUF_SIZE 16384
+#define SMALL_REPLY 1024
+
+typedef struct {
+    bool used;
+    uint8_t *rbuf; /* read-ahead, RA_SIZE bytes */
+    size_t roff, rlen;
+    uint8_t *obuf; /* small replies not yet handed to the socket, OBUF_SIZE bytes */
+    size_t olen;
+    bool drained;     /* the last recv of this dispatch came back short: the socket is empty,
+                         don't ask again (epoll reports new bytes) */
+    bool out_blocked; /* the socket refused part of obuf: wait for writability */
+    bool corked;      /* sent with MSG_MORE since the last push */
+    bool want_rd, want_wr; /* the core's interest */
+    bool ep_rd, ep_wr;     /* what epoll has */
+} conn_t;
 
 struct posix_net {
     posix_loop_t *loop;
@@ -28,7 +64,104 @@ struct posix_net {
     /* fds handed to the server, so destroy can close what is left */
     int *fds;
     int nfds, capfds;
+    conn_t *conns; /* by fd */
+    int nconns;
+    bool any_pending; /* some connection has gathered or corked bytes */
 };
+
+static conn_t *conn_of(posix_net_t *n, int fd)
+{
+    return fd >= 0 && fd < n->nconns && n->conns[fd].used ? &n->conns[fd] : NULL;
+}
+
+static int conn_open(posix_net_t *n, int fd)
+{
+    if (fd >= n->nconns) {
+        int cap = n->nconns ? n->nconns : 64;
+        while (cap <= fd)
+            cap *= 2;
+        conn_t *c = realloc(n->conns, (size_t)cap * sizeof(*c));
+        if (!c)
+            return -1;
+        for (int i = n->nconns; i < cap; i++)
+            c[i] = (conn_t){0};
+        n->conns = c;
+        n->nconns = cap;
+    }
+    uint8_t *rbuf = malloc(RA_SIZE), *obuf = malloc(OBUF_SIZE);
+    if (!rbuf || !obuf) {
+        free(rbuf);
+        free(obuf);
+        return -1;
+    }
+    n->conns[fd] = (conn_t){.used = true, .rbuf = rbuf, .obuf = obuf};
+    return 0;
+}
+
+static void conn_close(posix_net_t *n, int fd)
+{
+    conn_t *c = conn_of(n, fd);
+    if (!c)
+        return;
+    free(c->rbuf);
+    free(c->obuf);
+    *c = (conn_t){0};
+}
+
+static bool conn_buffered(posix_net_t *n, int fd)
+{
+    conn_t *c = conn_of(n, fd);
+    return c && c->rlen > c->roff;
+}
+
+static void apply_interest(posix_net_t *n, int fd, conn_t *c)
+{
+    bool rd = c->want_rd, wr = c->want_wr || c->out_blocked;
+    if (rd == c->ep_rd && wr == c->ep_wr)
+        return;
+    c->ep_rd = rd;
+    c->ep_wr = wr;
+    posix_loop_mod(n->loop, fd, rd, wr);
+}
+
+/* Hand gathered bytes to the socket (without MSG_MORE: this pushes the
+ * corked ones too). Whatever it refuses waits for writability. */
+static void send_gathered(posix_net_t *n, int fd, conn_t *c)
+{
+    if (c->olen > 0) {
+        ssize_t r = send(fd, c->obuf, c->olen, MSG_NOSIGNAL);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            c->olen = 0; /* dead connection: the core learns it from its next recv */
+            r = 0;
+        }
+        if (r > 0) {
+            memmove(c->obuf, c->obuf + r, c->olen - (size_t)r);
+            c->olen -= (size_t)r;
+            c->corked = false;
+        }
+        c->out_blocked = c->olen > 0;
+        apply_interest(n, fd, c);
+    }
+    if (c->corked && c->olen == 0) {
+        int one = 1; /* setting TCP_NODELAY pushes pending frames */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->corked = false;
+    }
+}
+
+/* End of a loop round: what the round's replies gathered or corked leaves. */
+static void flush_round(void *arg)
+{
+    posix_net_t *n = arg;
+    if (!n->any_pending)
+        return;
+    n->any_pending = false;
+    for (int i = 0; i < n->nfds; i++) {
+        conn_t *c = conn_of(n, n->fds[i]);
+        if (c && !c->out_blocked && (c->olen > 0 || c->corked))
+            send_gathered(n, n->fds[i], c);
+    }
+}
 
 static void track(posix_net_t *n, int fd, bool add)
 {
@@ -54,11 +187,19 @@ static void track(posix_net_t *n, int fd, bool add)
 static void client_cb(void *arg, int fd, unsigned ev)
 {
     posix_net_t *n = arg;
+    conn_t *c = conn_of(n, fd);
+    if (c)
+        c->drained = false;
+    if ((ev & POSIX_EV_WRITE) && c && c->out_blocked)
+        send_gathered(n, fd, c);
     if (ev & (POSIX_EV_READ | POSIX_EV_HUP))
         usbip_server_on_readable(n->srv, fd);
     /* the read may have closed it */
     if ((ev & POSIX_EV_WRITE) && usbip_server_wants_write(n->srv, fd))
         usbip_server_on_writable(n->srv, fd);
+    /* the core stopped early (its per-call PDU budget) with PDUs in our buffer */
+    if (conn_buffered(n, fd) && usbip_server_wants_read(n->srv, fd))
+        posix_loop_mark_ready(n->loop, fd);
 }
 
 static void accept_cb(void *arg, int fd, unsigned ev)
@@ -69,7 +210,12 @@ static void accept_cb(void *arg, int fd, unsigned ev)
         int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0)
             return;
-        if (!n->srv || posix_loop_add(n->loop, c, false, false, client_cb, n) != 0) {
+        if (!n->srv || conn_open(n, c) != 0) {
+            close(c);
+            continue;
+        }
+        if (posix_loop_add(n->loop, c, false, false, client_cb, n) != 0) {
+            conn_close(n, c);
             close(c);
             continue;
         }
@@ -124,7 +270,9 @@ int posix_net_listen(posix_loop_t *loop, const char *host_port, posix_net_t **ou
     getsockname(fd, (struct sockaddr *)&ss, &sl);
     n->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    if (posix_loop_add(loop, fd, true, false, accept_cb, n) != 0) {
+    if (posix_loop_add(loop, fd, true, false, accept_cb, n) != 0 ||
+        posix_loop_add_flush(loop, flush_round, n) != 0) {
+        posix_loop_del(loop, fd);
         close(fd);
         free(n);
         snprintf(err, err_len, "cannot watch the listening socket");
@@ -148,22 +296,23 @@ void posix_net_destroy(posix_net_t *net)
 {
     if (!net)
         return;
+    posix_loop_del_flush(net->loop, flush_round, net);
     posix_loop_del(net->loop, net->lfd);
     close(net->lfd);
     for (int i = 0; i < net->nfds; i++) {
         posix_loop_del(net->loop, net->fds[i]);
+        conn_close(net, net->fds[i]);
         close(net->fds[i]);
     }
     free(net->fds);
+    free(net->conns);
     free(net);
 }
 
 /* ---- the ops ------------------------------------------------------------ */
 
-static long op_recv(void *ctx, usbip_sock_t sock, void *buf, size_t len)
+static long recv_result(ssize_t r)
 {
-    (void)ctx;
-    ssize_t r = recv((int)sock, buf, len, 0);
     if (r >= 0)
         return (long)r;
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -171,23 +320,96 @@ static long op_recv(void *ctx, usbip_sock_t sock, void *buf, size_t len)
     return USBIP_NET_ERROR;
 }
 
+static long op_recv(void *ctx, usbip_sock_t sock, void *buf, size_t len)
+{
+    posix_net_t *n = ctx;
+    int fd = (int)sock;
+    conn_t *c = conn_of(n, fd);
+    if (!c || len >= RA_DIRECT) {
+        if (c && c->rlen > c->roff) {
+            /* what was read ahead comes first */
+            size_t k = c->rlen - c->roff < len ? c->rlen - c->roff : len;
+            memcpy(buf, c->rbuf + c->roff, k);
+            c->roff += k;
+            return (long)k;
+        }
+        if (c && c->drained)
+            return USBIP_NET_WOULD_BLOCK;
+        ssize_t r = recv(fd, buf, len, 0);
+        if (c && r >= 0 && (size_t)r < len)
+            c->drained = true;
+        return recv_result(r);
+    }
+    if (c->rlen == c->roff) {
+        if (c->drained)
+            return USBIP_NET_WOULD_BLOCK;
+        ssize_t r = recv(fd, c->rbuf, RA_SIZE, 0);
+        if (r <= 0)
+            return recv_result(r);
+        c->roff = 0;
+        c->rlen = (size_t)r;
+        c->drained = (size_t)r < RA_SIZE;
+    }
+    size_t k = c->rlen - c->roff < len ? c->rlen - c->roff : len;
+    memcpy(buf, c->rbuf + c->roff, k);
+    c->roff += k;
+    return (long)k;
+}
+
 static long op_sendv(void *ctx, usbip_sock_t sock, const usbip_iovec_t *iov, int n)
 {
-    (void)ctx;
-    struct iovec v[64];
-    if (n > 64)
-        n = 64;
-    for (int i = 0; i < n; i++) {
-        v[i].iov_base = (void *)iov[i].base;
-        v[i].iov_len = iov[i].len;
+    posix_net_t *net = ctx;
+    int fd = (int)sock;
+    conn_t *c = conn_of(net, fd);
+    if (n > 63)
+        n = 63; /* one entry stays free for the gathered bytes */
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].len;
+    if (c && total <= SMALL_REPLY && c->olen + total <= OBUF_SIZE) {
+        for (int i = 0; i < n; i++) {
+            memcpy(c->obuf + c->olen, iov[i].base, iov[i].len);
+            c->olen += iov[i].len;
+        }
+        net->any_pending = true;
+        return (long)total;
     }
-    struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)n};
-    ssize_t r = sendmsg((int)sock, &m, MSG_NOSIGNAL);
-    if (r >= 0)
+    if (c && c->out_blocked)
+        return USBIP_NET_WOULD_BLOCK; /* gathered bytes first: order on the wire */
+    struct iovec v[64];
+    int k = 0;
+    size_t pre = c ? c->olen : 0;
+    if (pre > 0)
+        v[k++] = (struct iovec){.iov_base = c->obuf, .iov_len = pre};
+    for (int i = 0; i < n; i++)
+        v[k++] = (struct iovec){.iov_base = (void *)iov[i].base, .iov_len = iov[i].len};
+    struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
+    ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL | (c ? MSG_MORE : 0));
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            if (pre > 0) {
+                c->out_blocked = true;
+                apply_interest(net, fd, c);
+            }
+            return USBIP_NET_WOULD_BLOCK;
+        }
+        return USBIP_NET_ERROR;
+    }
+    if (!c)
         return (long)r;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    c->corked = true;
+    net->any_pending = true;
+    if ((size_t)r < pre) {
+        memmove(c->obuf, c->obuf + r, pre - (size_t)r);
+        c->olen = pre - (size_t)r;
+        c->out_blocked = true;
+        apply_interest(net, fd, c);
         return USBIP_NET_WOULD_BLOCK;
-    return USBIP_NET_ERROR;
+    }
+    c->olen = 0;
+    if ((size_t)r == pre)
+        return USBIP_NET_WOULD_BLOCK; /* the socket is full: the core waits for writability */
+    return (long)((size_t)r - pre);
 }
 
 static int op_set_options(void *ctx, usbip_sock_t sock, const usbip_sock_opts_t *o)
@@ -211,7 +433,17 @@ static int op_set_options(void *ctx, usbip_sock_t sock, const usbip_sock_opts_t 
 static void op_set_interest(void *ctx, usbip_sock_t sock, bool rd, bool wr)
 {
     posix_net_t *n = ctx;
-    posix_loop_mod(n->loop, (int)sock, rd, wr);
+    conn_t *c = conn_of(n, (int)sock);
+    if (!c) {
+        posix_loop_mod(n->loop, (int)sock, rd, wr);
+        return;
+    }
+    c->want_rd = rd;
+    c->want_wr = wr;
+    apply_interest(n, (int)sock, c);
+    /* the kernel will not report bytes that are already in our buffer */
+    if (rd && conn_buffered(n, (int)sock))
+        posix_loop_mark_ready(n->loop, (int)sock);
 }
 
 static int op_peer_addr(void *ctx, usbip_sock_t sock, char *buf, size_t len)
@@ -234,8 +466,15 @@ static int op_peer_addr(void *ctx, usbip_sock_t sock, char *buf, size_t len)
 static void op_close(void *ctx, usbip_sock_t sock)
 {
     posix_net_t *n = ctx;
+    conn_t *c = conn_of(n, (int)sock);
+    if (c && c->olen > 0) {
+        /* the core counts these as sent: best effort, never blocking */
+        ssize_t r = send((int)sock, c->obuf, c->olen, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+    }
     posix_loop_del(n->loop, (int)sock);
     track(n, (int)sock, false);
+    conn_close(n, (int)sock);
     close((int)sock);
 }
 

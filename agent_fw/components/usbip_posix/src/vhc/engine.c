@@ -110,9 +110,17 @@ static bool step_out(vhc_t *v, vhc_dev_t *d, vhc_pipe_t *p, vhc_xfer_t *x, uint6
     return true;
 }
 
+/* Room for a babbling device beyond MPS. */
+#define BABBLE_ROOM (1024 * 3 + 64)
+
 static bool step_in(vhc_t *v, vhc_dev_t *d, vhc_pipe_t *p, vhc_xfer_t *x, uint64_t now)
 {
-    uint8_t buf[1024 * 3 + 64]; /* room for a babbling device beyond MPS */
+    uint8_t spare[BABBLE_ROOM];
+    /* The device writes straight into the transfer when the buffer has the
+     * same slack the spare buffer gives; what lands beyond the packet's
+     * share is never reported (actual_num_bytes stops before it). */
+    bool direct = x->pub.capacity - (size_t)x->moved >= sizeof spare;
+    uint8_t *buf = direct ? x->pub.data + x->moved : spare;
     int key = vhc_ep_key(p->ep_addr);
     if (d->dev_halted[key]) {
         stall(v, d, p);
@@ -140,14 +148,16 @@ static bool step_in(vhc_t *v, vhc_dev_t *d, vhc_pipe_t *p, vhc_xfer_t *x, uint64
     int room = x->pub.num_bytes - x->moved;
     if (rc > p->mps || rc > room) {
         int keep = room < p->mps ? room : p->mps;
-        memcpy(x->pub.data + x->moved, buf, (size_t)keep);
+        if (!direct)
+            memcpy(x->pub.data + x->moved, buf, (size_t)keep);
         x->moved += keep;
         vhc_log(v, "%s ep 0x%02x: device sent %d bytes, %d expected at most: babble", d->path,
                 p->ep_addr, rc, keep);
         finish(v, p, UHP_STATUS_OVERFLOW);
         return true;
     }
-    memcpy(x->pub.data + x->moved, buf, (size_t)rc);
+    if (!direct)
+        memcpy(x->pub.data + x->moved, buf, (size_t)rc);
     x->moved += rc;
     if (rc < p->mps || x->moved == x->pub.num_bytes)
         finish(v, p, UHP_STATUS_COMPLETED);
@@ -161,7 +171,7 @@ static bool step_iso(vhc_t *v, vhc_dev_t *d, vhc_pipe_t *p, vhc_xfer_t *x, uint6
     uhp_iso_packet_t *ip = &x->pub.iso[x->iso_idx];
     uint8_t *at = x->pub.data + x->iso_offset;
     if (p->ep_addr & 0x80) {
-        uint8_t buf[1024 * 3 + 64];
+        uint8_t buf[BABBLE_ROOM];
         int rc = d->vdev->ops->in_packet(d->vdev, p->ep_addr, buf, (size_t)p->mps * p->mult);
         if (rc == VDEV_NAK || rc == 0) {
             ip->actual_num_bytes = 0;

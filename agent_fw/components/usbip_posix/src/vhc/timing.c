@@ -7,6 +7,14 @@
  * disarm when idle, so an idle dongle costs no CPU and a busy one never
  * spins.
  *
+ * The data path must not pay a system call per transfer for that: the fd is
+ * never read. A timer set to a past time stays readable until the next
+ * timerfd_settime (which also resets its expiry count), so while work keeps
+ * being due, vhc_process leaves it as it is and the loop keeps calling us;
+ * settime only runs when the next due time really changes (idle <-> busy,
+ * a NAK back-off, the next bus frame). Kicks inside vhc_process only note
+ * the work: the final rearm sees it.
+ *
  * Bus timing: with cfg.bus_timing the bus runs in (micro)frames of 1 ms
  * (Full-Speed) or 125 us (High-Speed, P4 root port). Each frame offers the
  * non-periodic budget of 19 x 64 B (FS) or 13 x 512 B (HS); a packet costs
@@ -19,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -33,9 +42,6 @@
 #define HS_FRAME_NS 125000ull
 #define FS_FRAME_BUDGET (19 * 64)
 #define HS_FRAME_BUDGET (13 * 512)
-/* Without bus timing one vhc_process moves at most this many packets, so a
- * large transfer cannot starve the network side of the event loop. */
-#define VHC_PACKETS_PER_PROCESS 4096
 
 uint64_t vhc_clock_ns(void)
 {
@@ -61,6 +67,9 @@ void vhc_timing_fini(vhc_t *v)
     if (v->tfd >= 0)
         close(v->tfd);
     v->tfd = -1;
+    free(v->active);
+    v->active = NULL;
+    v->nactive = v->cap_active = 0;
 }
 
 static void arm_at(vhc_t *v, uint64_t when_ns)
@@ -72,6 +81,7 @@ static void arm_at(vhc_t *v, uint64_t when_ns)
     its.it_value.tv_sec = (time_t)(when_ns / 1000000000ull);
     its.it_value.tv_nsec = (long)(when_ns % 1000000000ull);
     timerfd_settime(v->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+    v->armed_ns = when_ns;
 }
 
 static void disarm(vhc_t *v)
@@ -79,20 +89,31 @@ static void disarm(vhc_t *v)
     struct itimerspec its;
     memset(&its, 0, sizeof its);
     timerfd_settime(v->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+    v->armed_ns = 0;
+}
+
+/* The fd is (or is about to be) readable without another settime. */
+static bool fires_by(const vhc_t *v, uint64_t now)
+{
+    return v->armed_ns != 0 && v->armed_ns <= now;
 }
 
 void vhc_kick(vhc_t *v)
 {
-    /* Inside vhc_process the final rearm sees the new work anyway. */
-    if (v->kicked || v->in_process)
+    if (v->in_process) {
+        v->more_work = true;
         return;
-    v->kicked = true;
-    arm_at(v, 0);
+    }
+    if (fires_by(v, vhc_clock_ns()))
+        return;
+    arm_at(v, 1);
 }
 
 uint64_t vhc_now(vhc_t *v)
 {
-    if (v->in_process && v->cfg.bus_timing)
+    /* Inside vhc_process the clock is frozen (the frame start with bus
+     * timing, the time of the call without): devices poll it per packet. */
+    if (v->in_process)
         return v->sim_now;
     return vhc_clock_ns();
 }
@@ -135,32 +156,68 @@ static bool pipe_has_work(const vhc_pipe_t *p)
     return p->in_use && p->head && !p->halted;
 }
 
-/* One round-robin sweep over the pipes due at `now`; each pipe moves at most
- * one packet per sweep, like the controller's channel scheduler. */
-static int sweep(vhc_t *v, uint64_t now, bool timed, int *packets_left, int *budgeted)
+/* Pipes that have a transfer, in scheduling order (devices in plug order,
+ * EP0 first). Returns false when there are none. */
+static bool collect_active(vhc_t *v)
 {
-    int moved = 0;
+    v->nactive = 0;
     for (vhc_dev_t *d = v->devs; d; d = d->next_all) {
         if (d->state != VHC_DEV_CONFIGURED)
             continue;
         for (int k = -1; k < VHC_EP_KEYS; k++) {
             vhc_pipe_t *p = k < 0 ? &d->ep0 : &d->pipes[k];
-            if (!pipe_has_work(p) || p->due_ns > now)
+            if (!pipe_has_work(p))
                 continue;
-            int cost = vhc_pipe_cost(p);
+            if (v->nactive == v->cap_active) {
+                int cap = v->cap_active ? v->cap_active * 2 : 16;
+                struct vhc_active *a = realloc(v->active, (size_t)cap * sizeof *a);
+                if (!a)
+                    return v->nactive > 0; /* serve what fits; the rest next run */
+                v->active = a;
+                v->cap_active = cap;
+            }
+            v->active[v->nactive].d = d;
+            v->active[v->nactive].p = p;
+            v->nactive++;
+        }
+    }
+    return v->nactive > 0;
+}
+
+/* One round-robin sweep over the pipes due at `now`. With bus timing each
+ * pipe moves at most one packet per sweep, like the controller's channel
+ * scheduler; without it (no frames, no budget to share) a pipe keeps the
+ * bus for up to UNTIMED_BURST packets of its head transfer while the
+ * device answers at once, which is the same packets in the same order on
+ * that endpoint for a fraction of the scheduling cost. */
+#define UNTIMED_BURST 128
+
+static int sweep(vhc_t *v, uint64_t now, bool timed, int *packets_left, int *budgeted)
+{
+    int moved = 0;
+    for (int i = 0; i < v->nactive; i++) {
+        vhc_dev_t *d = v->active[i].d;
+        vhc_pipe_t *p = v->active[i].p;
+        if (!pipe_has_work(p) || p->due_ns > now)
+            continue;
+        int cost = vhc_pipe_cost(p);
+        const vhc_xfer_t *head = p->head;
+        for (int burst = timed ? 1 : UNTIMED_BURST; burst > 0; burst--) {
             if (timed && cost > 0 && v->budget < cost)
-                continue;
+                break;
             if (*packets_left <= 0)
                 return moved;
-            if (vhc_pipe_step(v, d, p, now)) {
-                moved++;
-                (*packets_left)--;
-                if (cost > 0) {
-                    (*budgeted)++;
-                    if (timed)
-                        v->budget -= cost;
-                }
+            if (!vhc_pipe_step(v, d, p, now))
+                break;
+            moved++;
+            (*packets_left)--;
+            if (cost > 0) {
+                (*budgeted)++;
+                if (timed)
+                    v->budget -= cost;
             }
+            if (p->head != head || p->halted || p->due_ns > now)
+                break; /* transfer over, stalled, or the pipe waits */
         }
     }
     return moved;
@@ -190,15 +247,19 @@ static bool any_pipe_work(const vhc_t *v)
     return false;
 }
 
-void vhc_bus_run(vhc_t *v)
+void vhc_bus_run(vhc_t *v, int *untimed_left)
 {
-    uint64_t real = vhc_clock_ns();
+    uint64_t real = v->proc_now;
     int packets_left = VHC_PACKETS_PER_PROCESS;
     int budgeted = 0;
     if (!v->cfg.bus_timing) {
         v->sim_now = real;
-        if (run_frame(v, real, false, &packets_left, &budgeted) > 0)
+        if (!collect_active(v))
+            return;
+        if (run_frame(v, real, false, untimed_left, &budgeted) > 0 && !v->frame_busy) {
+            v->frame_busy = true;
             v->stats.frames++; /* untimed: one "frame" per busy vhc_process */
+        }
         return;
     }
     int64_t full = v->cfg.high_speed ? HS_FRAME_BUDGET : FS_FRAME_BUDGET;
@@ -216,6 +277,8 @@ void vhc_bus_run(vhc_t *v)
         if (!any_pipe_work(v))
             return;
     }
+    if (!collect_active(v))
+        return;
     uint64_t first = v->cur_frame;
     if (target > v->cur_frame) {
         first = v->cur_frame + 1;
@@ -292,13 +355,18 @@ void vhc_timer_rearm(vhc_t *v)
                 next = due;
         }
     }
-    v->kicked = false;
     v->bus_idle = !any_pipe_work(v);
     if (next == UINT64_MAX) {
-        disarm(v);
+        if (v->armed_ns != 0)
+            disarm(v);
         return;
     }
-    if (next <= vhc_clock_ns())
-        v->kicked = true;
-    arm_at(v, next);
+    uint64_t now = vhc_clock_ns();
+    if (next <= now) {
+        if (!fires_by(v, now))
+            arm_at(v, 1);
+        return; /* still readable: the loop calls again */
+    }
+    if (v->armed_ns != next)
+        arm_at(v, next);
 }

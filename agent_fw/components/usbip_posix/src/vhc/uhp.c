@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vhc_internal.h"
 
@@ -214,8 +213,8 @@ const uhp_ops_t *vhc_uhp_ops(void)
 
 static void deliver_completions(vhc_t *v)
 {
-    /* Detach the queue first: callbacks resubmit, and a completion they
-     * cause belongs to the next round. */
+    /* Detach the queue first: callbacks resubmit, and what they submit
+     * moves in the next bus round. */
     vhc_xfer_t *x = v->done_head;
     v->done_head = v->done_tail = NULL;
     while (x) {
@@ -259,20 +258,28 @@ static void deliver_events(vhc_t *v)
 
 void vhc_process(vhc_t *vhc)
 {
-    uint64_t expirations;
-    /* Drain the timerfd so a level-triggered loop does not see it again. */
-    while (read(vhc->tfd, &expirations, sizeof expirations) > 0)
-        ;
-    vhc->kicked = false;
+    /* The timerfd is not read (see timing.c): the final rearm decides
+     * whether it stays readable. */
     vhc->in_process = true;
-    vhc_enumerate_due(vhc, vhc_clock_ns());
-    vhc_bus_run(vhc);
-    vhc->in_process = false;
-    /* Work a callback submits now waits for the next call (the timer is
-     * re-armed to fire at once), so one call never loops forever. */
-    deliver_completions(vhc);
+    vhc->proc_now = vhc_clock_ns();
+    vhc->sim_now = vhc->proc_now;
+    if (!vhc->cfg.bus_timing)
+        vhc->frame_busy = false;
+    vhc_enumerate_due(vhc, vhc->proc_now);
+    int packets_left = VHC_PACKETS_PER_PROCESS;
+    for (int round = 0;; round++) {
+        vhc_bus_run(vhc, &packets_left);
+        bool completed = vhc->done_head != NULL;
+        vhc->more_work = false;
+        deliver_completions(vhc);
+        /* Bounded: a device that completes at once and a core that
+         * resubmits at once cannot keep one call going forever. */
+        if (!completed || !vhc->more_work || packets_left <= 0 || round + 1 >= VHC_ROUNDS_PER_PROCESS)
+            break;
+    }
     deliver_events(vhc);
     vhc_reap(vhc);
+    vhc->in_process = false;
     vhc_timer_rearm(vhc);
 }
 

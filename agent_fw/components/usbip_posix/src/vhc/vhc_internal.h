@@ -35,6 +35,13 @@
 #define VHC_EP_KEYS 32        /* (ep & 0x0f) | (IN ? 0x10 : 0) */
 #define VHC_MAX_CONFIG_LEN 4096 /* CONFIG_USB_HOST_CONTROL_TRANSFER_MAX_SIZE raised for USB/IP */
 #define VHC_XFER_MAGIC 0x76786672u
+/* Without bus timing one vhc_process moves at most this many packets, so a
+ * large transfer cannot starve the network side of the event loop. */
+#define VHC_PACKETS_PER_PROCESS 4096
+/* Bus runs per vhc_process: transfers the completion callbacks submit (the
+ * next chunk of a split URB, the next queued URB) start in the same call,
+ * as ESP-IDF's second loaded transfer starts without a software turnaround. */
+#define VHC_ROUNDS_PER_PROCESS 32
 
 enum { VHC_EP_CONTROL = 0, VHC_EP_ISO = 1, VHC_EP_BULK = 2, VHC_EP_INTERRUPT = 3 };
 
@@ -132,8 +139,16 @@ struct vhc {
     void *log_ctx;
     /* timing */
     int tfd;
-    bool kicked;              /* timerfd armed to fire now */
-    bool in_process;
+    uint64_t armed_ns;        /* what the timerfd is set to: 0 disarmed, else an absolute
+                                 CLOCK_MONOTONIC time (1 = "now"); it is never read, so it
+                                 stays readable from that time until the next settime */
+    bool in_process;          /* inside vhc_process: kicks only note the work */
+    bool more_work;           /* a kick happened inside vhc_process */
+    uint64_t proc_now;        /* the clock, read once per vhc_process */
+    /* pipes with a transfer, collected once per bus run (heads only leave
+     * during a run: the core is not called back until it ends) */
+    struct vhc_active { vhc_dev_t *d; vhc_pipe_t *p; } *active;
+    int nactive, cap_active;
     uint64_t epoch_ns;        /* bus frame 0 */
     uint64_t frame_ns;        /* 1 ms FS, 125 us HS */
     uint64_t cur_frame;
@@ -153,9 +168,10 @@ uint64_t vhc_clock_ns(void);
 int vhc_timing_init(vhc_t *v);
 void vhc_timing_fini(vhc_t *v);
 void vhc_kick(vhc_t *v);                 /* work appeared: make the fd readable */
-void vhc_bus_run(vhc_t *v);              /* move packets for the frames now due */
+/* Move packets for the frames now due; untimed runs draw on *packets_left. */
+void vhc_bus_run(vhc_t *v, int *packets_left);
 void vhc_timer_rearm(vhc_t *v);          /* arm the fd for the next due time */
-uint64_t vhc_now(vhc_t *v);              /* the simulation clock */
+uint64_t vhc_now(vhc_t *v);              /* the simulation clock (frozen inside vhc_process) */
 uint64_t vhc_frame_ns_for(const vhc_t *v, const vhc_dev_t *d);
 void vhc_host_wake(void *host_ctx, vdev_t *dev, uint8_t ep_addr, uint64_t delay_ns);
 uint64_t vhc_host_now(void *host_ctx);
