@@ -36,14 +36,15 @@ def build_services(
     clock: Clock = utcnow,
 ) -> Services:
     commands = CommandService(session_factory, publisher, clock)
+    leases = LeaseService(session_factory, commands, default_s=lease_default_s, max_s=lease_max_s, clock=clock)
     return Services(
         session_factory=session_factory,
         users=UserService(session_factory, clock),
         inventory=InventoryService(session_factory, clock),
-        leases=LeaseService(
-            session_factory, commands, default_s=lease_default_s, max_s=lease_max_s, clock=clock
-        ),
+        leases=leases,
         commands=commands,
         audit=AuditService(session_factory),
-        ingest=InventoryIngestSink(session_factory),
+        ingest=InventoryIngestSink(
+            session_factory, regrant=leases.regrant_for_dongles, dispatch=commands.dispatch
+        ),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _DEVICE_EVENTS = {"device_added", "device_removed", "attached", "detached"}
 
 
+_CAME_ONLINE = object()
+
+
 class InventoryIngestSink:
     """Satisfies ``fleet.ports.IngestSink``."""
 
@@ -43,9 +46,15 @@ class InventoryIngestSink:
         session_factory: sessionmaker[Session],
         *,
         bootloader_window_s: float = identity.BOOTLOADER_WINDOW_S,
+        regrant: Callable[[Session, set[str]], list[Any]] | None = None,
+        dispatch: Callable[[list[Any]], None] | None = None,
     ):
         self._sf = session_factory
         self._window = bootloader_window_s
+        # Dongles that come (back) online get the grants of their active leases
+        # again: recorded in the batch's transaction, published after commit.
+        self._regrant = regrant
+        self._dispatch = dispatch
         #: messages skipped because they named an invalid dongle or device
         self.skipped = 0
 
@@ -53,6 +62,8 @@ class InventoryIngestSink:
         good = [m for m in messages if self._acceptable(m)]
         if not good:
             return
+        came_online: set[str] = set()
+        outgoing: list[Any] = []
         with self._sf.begin() as s:
             self._ensure_dongles(s, good)
             slow = [m for m in good if m.kind != "telemetry"]
@@ -64,9 +75,14 @@ class InventoryIngestSink:
                 }
                 for m in slow:
                     handler = getattr(self, "_on_" + m.kind.replace("-", "_"))
-                    handler(s, dongles[m.dongle_id], m)
+                    if handler(s, dongles[m.dongle_id], m) is _CAME_ONLINE:
+                        came_online.add(m.dongle_id)
             if fast:
                 self._on_telemetry_batch(s, fast)
+            if came_online and self._regrant is not None:
+                outgoing = self._regrant(s, came_online)
+        if outgoing and self._dispatch is not None:
+            self._dispatch(outgoing)
 
     # -- helpers -----------------------------------------------------------------
     def _acceptable(self, m: InboundMessage) -> bool:
@@ -110,7 +126,7 @@ class InventoryIngestSink:
             s.execute(insert(Dongle), new)
 
     # -- status ------------------------------------------------------------------
-    def _on_status(self, s: Session, d: Dongle, m: InboundMessage) -> None:
+    def _on_status(self, s: Session, d: Dongle, m: InboundMessage) -> object:
         p = m.payload
         status = p.get("status")
         if status not in (DongleStatus.ONLINE, DongleStatus.OFFLINE):
@@ -124,8 +140,9 @@ class InventoryIngestSink:
             d.status_reason = p.get("reason")
             s.flush()
             refresh_states(s, s.scalars(select(Device).where(Device.dongle_id == d.id)).all())
-        else:
-            d.status_reason = p.get("reason")
+            return _CAME_ONLINE if status == DongleStatus.ONLINE else None
+        d.status_reason = p.get("reason")
+        return None
 
     # -- state -------------------------------------------------------------------
     def _on_state(self, s: Session, d: Dongle, m: InboundMessage) -> None:

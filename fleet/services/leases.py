@@ -436,6 +436,27 @@ class LeaseService:
         return len(outbox), lag
 
     # -- commands --------------------------------------------------------------------
+    def regrant_for_dongles(self, s: Session, dongle_ids: set[str]) -> list[Outgoing]:
+        """Grant commands for every active lease on these dongles, recorded in ``s``.
+
+        A dongle that reboots or reconnects has lost (or may have lost) its
+        grant table; its leases are still valid, so their holders must be
+        able to re-attach without asking anyone."""
+        if not dongle_ids:
+            return []
+        now = self._clock()
+        rows = s.execute(
+            select(Lease, Device)
+            .join(Device, Device.id == Lease.device_id)
+            .where(
+                Device.dongle_id.in_(dongle_ids),
+                Lease.state == LeaseState.ACTIVE.value,
+                Lease.expires_at > now,
+            )
+            .order_by(Lease.id)
+        ).all()
+        return [self._grant(s, lease, dev) for lease, dev in rows]
+
     def _grant(self, s: Session | Connection, lease: Lease | LeaseRow, dev: Device | DeviceRow) -> Outgoing:
         return self._commands.record(
             s,

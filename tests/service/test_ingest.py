@@ -246,3 +246,32 @@ def test_bad_messages_are_skipped_without_losing_the_batch(services: Services) -
     )
     assert services.ingest.skipped == 1
     assert [x["busid"] for x in services.inventory.list_devices()["items"]] == ["1-1"]
+
+
+def test_dongle_back_online_gets_the_grants_of_its_active_leases(services: Services, publisher) -> None:
+    services.users.add("alice", "user")
+    alice = services.users.authenticate(services.users.issue_token("alice"))
+    assert alice is not None
+    bring_online(services, DONGLE_A, [device("1-1"), device("1-2", serial="SECOND0002")])
+    dev_ids = [x["id"] for x in services.inventory.list_devices()["items"]]
+    lease = services.leases.acquire(alice, dev_ids[1], clients=["127.0.0.9"])
+    grants_before = [p for d, n, p in publisher.sent if n == "grant"]
+    assert len(grants_before) == 1
+
+    # a reboot: Last Will, then online again -> the dongle lost its grant table
+    services.ingest.apply([status(DONGLE_A, "offline", "lwt")])
+    assert [n for _, n, _ in publisher.sent].count("grant") == 1
+    services.ingest.apply([status(DONGLE_A, "online")])
+    grants = [(d, p) for d, n, p in publisher.sent if n == "grant"]
+    assert len(grants) == 2
+    dongle, payload = grants[-1]
+    assert dongle == DONGLE_A and payload["busid"] == "1-2" and payload["clients"] == ["127.0.0.9"]
+    assert payload["lease_id"] == lease["id"]
+    assert payload["request_id"] != grants_before[0]["request_id"]
+
+    # an online message while already online re-sends nothing; a released lease is not re-granted
+    services.ingest.apply([status(DONGLE_A, "online")])
+    services.leases.release(alice, lease["id"])
+    services.ingest.apply([status(DONGLE_A, "offline", "lwt")])
+    services.ingest.apply([status(DONGLE_A, "online")])
+    assert [n for _, n, _ in publisher.sent].count("grant") == 2
