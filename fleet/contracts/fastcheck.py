@@ -46,6 +46,18 @@ _TYPES: dict[str, Check] = {
     "null": lambda x: x is None,
 }
 
+# The exact Python classes each JSON type decodes to, so a type union is one set lookup
+# (bool is not int here: JSON Schema keeps true apart from 1).
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
 
 def _same(a: Any, b: Any) -> bool:
     """Equality that never confuses True with 1 (stricter than JSON Schema: 1.0 != 1)."""
@@ -140,8 +152,11 @@ class Compiler:
             checks.append(self._ref(s["$ref"], root))
         if "type" in s:
             types = s["type"] if isinstance(s["type"], list) else [s["type"]]
-            fns = [_TYPES[t] for t in types]
-            checks.append(fns[0] if len(fns) == 1 else (lambda x, fns=fns: any(f(x) for f in fns)))
+            if len(types) == 1:
+                checks.append(_TYPES[types[0]])
+            else:
+                allowed = frozenset(c for t in types for c in _PY_TYPES[t])
+                checks.append(lambda x: type(x) in allowed)
         if "const" in s:
             checks.append(lambda x, c=s["const"]: _same(x, c))
         if "enum" in s:
@@ -154,8 +169,15 @@ class Compiler:
         for sub in s.get("allOf", ()):
             checks.append(self._schema(sub, root))
         if "anyOf" in s:
-            subs = [self._schema(sub, root) for sub in s["anyOf"]]
-            checks.append(lambda x, subs=subs: any(f(x) for f in subs))
+            subs = tuple(self._schema(sub, root) for sub in s["anyOf"])
+
+            def any_of(x: Any) -> bool:
+                for f in subs:
+                    if f(x):
+                        return True
+                return False
+
+            checks.append(any_of)
         if "if" in s:
             cond = self._schema(s["if"], root)
             then = self._schema(s.get("then", True), root)

@@ -7,9 +7,10 @@ identity check.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
+
+import orjson
 
 from fleet import contracts
 from fleet.ports import InboundMessage
@@ -22,10 +23,6 @@ INBOUND_KINDS = ("status", "state", "events", "telemetry", "cmd-result")
 class Rejected:
     reason: str  # topic | oversize | empty | malformed | schema | mismatch
     detail: str
-
-
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class Classifier:
@@ -54,9 +51,10 @@ class Classifier:
         if not payload:
             return Rejected("empty", "empty payload (retained message cleared)")
         try:
-            obj = json.loads(payload, parse_constant=_no_constants)
-        except (ValueError, RecursionError) as exc:
-            # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+            # orjson is strict where it matters here: invalid UTF-8, NaN/Infinity, nesting
+            # deeper than 1024 and integers beyond 64 bits are all errors.
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
             return Rejected("malformed", f"not UTF-8 JSON: {exc}")
         try:
             contracts.validate(kind, obj)

@@ -8,7 +8,8 @@ the next ingestor that connects with the same client id (or, with a shared
 group, to another member). Consumers must therefore tolerate duplicates;
 ``meta["dup"]`` tells when the broker marked one.
 
-Threads: paho's network thread only enqueues. A batcher thread collects up to
+Threads: paho's network thread only decodes packets and hands each read's
+messages over as one list. A batcher thread collects up to
 ``batch_max`` messages (waiting at most ``batch_wait_s``, less once the stream
 pauses), validates them and passes the batch to ``apply_workers`` applier
 threads that call ``sink.apply``. Acks are released strictly in arrival order
@@ -99,7 +100,11 @@ class MqttIngestor:
     that queues messages while the service is down. Replicas either share one
     ``shared_group`` (each message goes to one of them) or use distinct ids.
     ``receive_maximum`` (MQTT 5) bounds how many unacknowledged messages the
-    broker may push to us, hence the memory of the in-process queue.
+    broker may push to us, hence the memory of the in-process queue. It is
+    the protocol's maximum by default: Mosquitto queues what it may not send
+    yet only up to ``max_queued_messages`` (1000) per client and drops QoS 1
+    messages beyond, so a backlog is safer in flight to us (at most 65,535
+    payloads in memory, redelivered if we die) than queued at the broker.
     """
 
     def __init__(
@@ -111,11 +116,11 @@ class MqttIngestor:
         shared_group: str | None = None,
         topic_root: str = "fleet/v1",
         max_payload: int = 65536,
-        batch_max: int = 500,
+        batch_max: int = 2000,
         batch_wait_s: float = 0.05,
         keepalive_s: int = 30,
         protocol: Protocol = "auto",
-        receive_maximum: int = 5000,
+        receive_maximum: int = 65535,
         apply_workers: int = 1,
     ) -> None:
         self.broker = parse_broker_url(url)
@@ -140,7 +145,11 @@ class MqttIngestor:
         self.classifier = Classifier(self.topic_root, max_payload)
         self.protocol: Protocol = protocol
         self.stats: dict[str, int] = {}  # per-instance totals (ingested:<kind>, rejected:<reason>)
-        self._queue: queue.Queue[_Received] = queue.Queue()
+        # Lists of received messages, one per socket read: the network thread hands over
+        # a list with one lock round instead of one per message.
+        self._inbox: deque[list[_Received]] = deque()
+        self._inbox_size = 0
+        self._inbox_cond = threading.Condition(threading.Lock())
         self._lock = threading.Lock()  # guards generation, connected, and acks against reconnects
         self._generation = 0
         self._connected = threading.Event()
@@ -243,6 +252,7 @@ class MqttIngestor:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish_batch = self._on_publish_batch
         client.on_subscribe = self._on_subscribe
         self._active_protocol = protocol
         props = None
@@ -311,20 +321,57 @@ class MqttIngestor:
             self._subscribed.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        """Messages paho decoded itself (QoS 2, with properties); the rest come in batches."""
         if not self._accepting:
             return  # not acknowledged: the broker redelivers it to the next session
-        self._queue.put(
-            _Received(
-                msg.topic,
-                msg.payload,
-                msg.mid,
-                msg.qos,
-                bool(msg.dup),
-                bool(msg.retain),
-                time.time(),
-                self._generation,
-            )
+        self._hand_over(
+            [
+                _Received(
+                    msg.topic,
+                    msg.payload,
+                    msg.mid,
+                    msg.qos,
+                    bool(msg.dup),
+                    bool(msg.retain),
+                    time.time(),
+                    self._generation,
+                )
+            ]
         )
+
+    def _on_publish_batch(self, published: list) -> None:
+        if not self._accepting:
+            return
+        now, gen = time.time(), self._generation
+        self._hand_over(
+            [_Received(t, p, mid, qos, dup, ret, now, gen) for t, p, mid, qos, dup, ret in published]
+        )
+
+    def _hand_over(self, items: list[_Received]) -> None:
+        with self._inbox_cond:
+            self._inbox.append(items)
+            self._inbox_size += len(items)
+            self._inbox_cond.notify()
+
+    def _take(self, limit: int, timeout: float) -> list[_Received]:
+        """Up to ``limit`` received messages, waiting at most ``timeout`` for the first."""
+        with self._inbox_cond:
+            if not self._inbox and (timeout <= 0 or not self._inbox_cond.wait(timeout)):
+                return []
+            out: list[_Received] = []
+            while self._inbox and len(out) < limit:
+                chunk = self._inbox.popleft()
+                room = limit - len(out)
+                if len(chunk) > room:
+                    self._inbox.appendleft(chunk[room:])
+                    chunk = chunk[:room]
+                out += chunk
+            self._inbox_size -= len(out)
+            return out
+
+    def queued(self) -> int:
+        """Messages received and not yet taken into a batch."""
+        return self._inbox_size
 
     # ------------------------------------------------------------------ worker
 
@@ -338,28 +385,27 @@ class MqttIngestor:
         could not start anyway; fewer, larger commits is what lets the sink
         keep up under load.
         """
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
+        batch = self._take(self.batch_max, 0.2)
+        if not batch:
+            return batch
         deadline = time.monotonic() + self.batch_wait_s
         idle_gap = min(self.batch_wait_s, 0.002)
         while len(batch) < self.batch_max and not self._stopping.is_set():
-            try:
-                batch.append(self._queue.get_nowait())
+            more = self._take(self.batch_max - len(batch), 0)
+            if more:
+                batch += more
                 continue
-            except queue.Empty:
-                pass
             applier_free = self._free_appliers > 0
             remaining = deadline - time.monotonic()
             if applier_free and remaining <= 0:
                 break
-            try:
-                batch.append(self._queue.get(timeout=min(remaining, idle_gap) if applier_free else 0.005))
-            except queue.Empty:
-                if applier_free:
-                    break
+            more = self._take(
+                self.batch_max - len(batch), min(remaining, idle_gap) if applier_free else 0.005
+            )
+            if more:
+                batch += more
+            elif applier_free:
+                break
         return batch
 
     def _run(self) -> None:
@@ -379,7 +425,7 @@ class MqttIngestor:
                     if self._stopping.is_set():
                         return
                     continue
-                metrics.QUEUE_DEPTH.set(self._queue.qsize())
+                metrics.QUEUE_DEPTH.set(self._inbox_size)
                 batch = self._classify(items)
                 with self._ack_lock:
                     self._pending.append(batch)
