@@ -71,7 +71,11 @@ def run_guest(
     params: dict[str, str] | None = None,
     timeout: float = 90.0,
     log_path: Path | None = None,
+    forwards: tuple[int, ...] = (),
+    share_host_root: bool = False,
 ) -> GuestRun:
+    """``forwards``: more 127.0.0.1 ports the guest reaches at GUEST_ADDR:<same port>;
+    ``share_host_root``: the host's / read-only as virtfs tag "hostroot" (the "host" case)."""
     out = ensure_built()
     kernel = out / "vmlinux" if (out / "vmlinux").exists() else out / "vmlinuz"
     kargs = [
@@ -90,6 +94,8 @@ def run_guest(
         "user,id=n0,restrict=on,ipv6=off,net=198.18.0.0/24,host=198.18.0.2,dns=198.18.0.3,"
         f"guestfwd=tcp:{GUEST_ADDR}:{port}-cmd:{relay}"
     )
+    for extra in forwards:
+        netdev += f",guestfwd=tcp:{GUEST_ADDR}:{extra}-cmd:{sys.executable} {HERE / 'relay.py'} 127.0.0.1 {extra}"
     cmd = [
         "qemu-system-x86_64",
         "-accel",
@@ -120,6 +126,10 @@ def run_guest(
         "-device",
         "virtio-net-pci,netdev=n0,romfile=",
     ]
+    if share_host_root:
+        # multidevs=remap: / spans several file systems (/proc, /sys, ...) whose inode
+        # numbers collide; unmapped, the guest confuses their directories.
+        cmd += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"]
     run = GuestRun()
     t0 = time.monotonic()
     # own session: stopping the group also stops the relays QEMU spawned

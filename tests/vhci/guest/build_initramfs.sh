@@ -54,8 +54,10 @@ MODDIR="$KROOT/lib/modules/$KVER"
 
 # Modules the cases use, in load order. vfat + its code pages for mkfs/mount,
 # virtio for the slirp NIC, vhci-hcd for the client under test.
+# 9p + 9pnet_virtio let the "host" case mount the host's file system (virtfs).
 MODS=(virtio_pci virtio_net vhci-hcd usb-storage sd_mod usbhid hid-generic evdev
-      vfat nls_cp437 nls_ascii nls_utf8 crc64_rocksoft_generic crct10dif_generic)
+      vfat nls_cp437 nls_ascii nls_utf8 crc64_rocksoft_generic crct10dif_generic
+      9p 9pnet_virtio)
 
 sig="$(cat "$HERE/guest_init.sh" "$HERE/build_initramfs.sh" | sha256sum | cut -c1-16)-$KVER-${MODS[*]}"
 if [[ $FORCE == 0 && -f "$DIR/initramfs.cpio.gz" && -f "$DIR/vmlinux" && "$(cat "$DIR/stamp" 2>/dev/null)" == "$sig" ]]; then

@@ -17,6 +17,8 @@
 #   fleet_msc=1-1 fleet_kbd=1-2   remote busids of the devices the case uses
 #   fleet_files=3 fleet_mib=4     msc: how many random files of how many MiB
 #   fleet_shell=1             shell on the console instead of powering off
+#   fleet_script=/path        host case: script to run from the host's file system
+#                             (virtfs tag "hostroot", read-only) in a chroot
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 /bin/busybox --install -s /bin 2>/dev/null
 mount -t proc proc /proc
@@ -52,6 +54,7 @@ for arg in $(cat /proc/cmdline); do
         fleet_files=*) FILES=${arg#*=};;
         fleet_mib=*) MIB=${arg#*=};;
         fleet_shell=*) SHELL_AT_END=${arg#*=};;
+        fleet_script=*) SCRIPT=${arg#*=};;
     esac
 done
 echo "FLEET-INIT case=$CASE server=$SERVER:$PORT kernel=$(uname -r) t=$(up)"
@@ -202,6 +205,19 @@ msc_files() {
 }
 
 # ---------------------------------------------------------------- cases
+if [ "$CASE" = host ]; then
+    # The project's own code (python, the venv, fleet) runs from the host's file system,
+    # against this kernel's vhci-hcd; writable places are the guest's own tmpfs.
+    mkdir -p /mnt/host
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose hostroot /mnt/host \
+        || { fail hostfs "mount 9p hostroot failed"; finish; }
+    mount -t proc proc /mnt/host/proc && mount -t sysfs sysfs /mnt/host/sys \
+        && mount -t devtmpfs devtmpfs /mnt/host/dev || { fail hostfs "proc/sys/dev in the chroot"; finish; }
+    mount -t tmpfs tmpfs /mnt/host/run && mkdir -p /mnt/host/run/vhci_hcd
+    ok hostfs "$(ls /mnt/host | wc -l) entries"
+    chroot /mnt/host /bin/sh "$SCRIPT" && ok script || fail script "rc=$?"
+    finish
+fi
 usbip --tcp-port "$PORT" list -r "$SERVER" > /tmp/list 2>&1 && ok list "$(grep -c '^ *[0-9]-[0-9.]*:' /tmp/list) devices" \
     || { cat /tmp/list; fail list; finish; }
 cat /tmp/list
