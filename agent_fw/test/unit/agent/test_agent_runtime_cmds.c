@@ -60,7 +60,7 @@ static void test_valid_fixtures(void)
             continue;
         char path[512];
         snprintf(path, sizeof(path), "%s/fixtures/%s", FLEET_CONTRACTS_DIR, e->d_name);
-        size_t len;
+        size_t len = 0;
         char *doc = slurp(path, &len);
         fleet_cmd_t c;
         char reason[FLEET_REASON_MAX] = "";
@@ -103,7 +103,7 @@ static void test_invalid_fixtures(void)
         char path[512], stem[256];
         snprintf(path, sizeof(path), "%s/fixtures/invalid/%s", FLEET_CONTRACTS_DIR, e->d_name);
         snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(e->d_name) - 5), e->d_name);
-        size_t len;
+        size_t len = 0;
         char *doc = slurp(path, &len);
         fleet_cmd_t c;
         char reason[FLEET_REASON_MAX] = "";

@@ -195,8 +195,10 @@ static int cmd_type(kbd_t *k, const char *text, char *reply, size_t len)
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        uint8_t usage, press[REPORT_LEN] = {0}, release[REPORT_LEN] = {0};
-        bool shift;
+        /* chars[] were all checked above, so ascii_to_key always sets both;
+         * initialised anyway because -O3 cannot see that. */
+        uint8_t usage = 0, press[REPORT_LEN] = {0}, release[REPORT_LEN] = {0};
+        bool shift = false;
         ascii_to_key(chars[i], &usage, &shift);
         press[0] = shift ? MOD_LSHIFT : 0;
         press[2] = usage;
