@@ -35,6 +35,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def clear_retained(dongle_ids: list[str]) -> None:
+    """Leave no retained status/state of these dongles on the shared broker."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cleanup-{secrets.token_hex(4)}")
+    c.connect("127.0.0.1", 1883)
+    c.loop_start()
+    for d in dongle_ids:
+        for kind in ("status", "state"):
+            c.publish(f"{TOPIC_ROOT}/{d}/{kind}", b"", qos=1, retain=True).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
 class Service:
     def __init__(self, tmp: Path):
         self.port = free_port()
@@ -106,13 +118,7 @@ class Agent:
         re-sends the grants of its active leases."""
 
     def close(self) -> None:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cleanup-{self.id}")
-        c.connect("127.0.0.1", 1883)
-        c.loop_start()
-        for kind in ("status", "state"):  # leave no retained message behind on the shared broker
-            c.publish(f"{TOPIC_ROOT}/{self.id}/{kind}", b"", qos=1, retain=True).wait_for_publish(5)
-        c.loop_stop()
-        c.disconnect()
+        clear_retained([self.id])
 
 
 class Lab:

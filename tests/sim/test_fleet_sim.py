@@ -14,13 +14,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FLEET = [sys.executable, "-c", "import sys; from fleet.cli import main; sys.exit(main())"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from client.labkit import FLEET, clear_retained, dongle_binary  # noqa: E402
+
 pytestmark = [pytest.mark.dongle, pytest.mark.mosquitto]
 
 
 def dongle_bin() -> str:
-    return os.environ.get("FLEET_DONGLE_BIN", str(REPO / "agent_fw/host/build/fleet-dongle"))
+    return str(dongle_binary())
 
 
 class Watch:
@@ -62,27 +63,40 @@ def sim(tmp_path: Path):
     ids = [f"esp-{int(base_mac, 16) + i:012x}" for i in range(3)]
     env = {**os.environ, "FLEET_DONGLE_BIN": dongle_bin()}
     proc = subprocess.Popen(
-        [*FLEET, "sim", "run", "--dongles", "3", "--devices", "msc,probe", "--base-address", "127.77.0.1",
-         "--state-dir", str(tmp_path / "sim"), "--no-mdns", "--telemetry-interval", "1", "--base-mac", base_mac],
+        [
+            *FLEET,
+            "sim",
+            "run",
+            "--dongles",
+            "3",
+            "--devices",
+            "msc,probe",
+            "--base-address",
+            "127.77.0.1",
+            "--state-dir",
+            str(tmp_path / "sim"),
+            "--no-mdns",
+            "--telemetry-interval",
+            "1",
+            "--base-mac",
+            base_mac,
+        ],
         env=env,
     )
     yield proc, ids, tmp_path / "sim" / "control.sock", env
     proc.terminate()
     proc.wait(30)
-    # leave no retained message of ours on the shared broker
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    c.connect("127.0.0.1", 1883)
-    c.loop_start()
-    for i in ids:
-        for kind in ("status", "state"):
-            c.publish(f"fleet/v1/{i}/{kind}", b"", qos=1, retain=True).wait_for_publish(5)
-    c.loop_stop()
-    c.disconnect()
+    clear_retained(ids)
 
 
 def ctl(env: dict, control: Path, *words: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*FLEET, "sim", "ctl", "--control", str(control), *words], env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*FLEET, "sim", "ctl", "--control", str(control), *words],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_dongles_come_online_and_follow_plug_unplug(sim) -> None:
@@ -104,7 +118,9 @@ def test_dongles_come_online_and_follow_plug_unplug(sim) -> None:
 
         r = ctl(env, control, ids[1], "unplug", "1-1")
         assert r.returncode == 0, r.stdout
-        w.wait(f"fleet/v1/{ids[1]}/state", lambda p: {d["busid"] for d in p["devices"]} == {"1-2", "1-3"}, 2.0)
+        w.wait(
+            f"fleet/v1/{ids[1]}/state", lambda p: {d["busid"] for d in p["devices"]} == {"1-2", "1-3"}, 2.0
+        )
         # the other dongles are untouched
         assert len(w.latest[f"fleet/v1/{ids[0]}/state"]["devices"]) == 2
     finally:
@@ -121,8 +137,13 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path: Path) -> None:
         (["--broker", "http://127.0.0.1"], "expected mqtt://"),
     ]
     for args, msg in cases:
-        r = subprocess.run([*FLEET, "sim", "run", "--state-dir", str(tmp_path), *args], env=env,
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [*FLEET, "sim", "run", "--state-dir", str(tmp_path), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
     r = ctl(env, tmp_path / "nothing.sock", "stats")
     assert r.returncode == 2 and "is `fleet sim run` up?" in r.stderr

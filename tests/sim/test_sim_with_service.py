@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from client.labkit import FLEET, Service, dongle_binary  # noqa: E402
+from client.labkit import FLEET, Service, clear_retained, dongle_binary  # noqa: E402
 
 pytestmark = [pytest.mark.dongle, pytest.mark.mosquitto]
 
@@ -40,14 +39,30 @@ def test_service_follows_a_simulated_lab(tmp_path: Path) -> None:
     env = {**os.environ, "FLEET_DONGLE_BIN": str(dongle_binary())}
     control = tmp_path / "sim" / "control.sock"
     sim = subprocess.Popen(
-        [*FLEET, "sim", "run", "--dongles", "2", "--devices", "msc,hid", "--base-address", "127.78.0.1",
-         "--base-mac", base_mac, "--state-dir", str(tmp_path / "sim"), "--no-mdns"],
-        env=env, start_new_session=True,
+        [
+            *FLEET,
+            "sim",
+            "run",
+            "--dongles",
+            "2",
+            "--devices",
+            "msc,hid",
+            "--base-address",
+            "127.78.0.1",
+            "--base-mac",
+            base_mac,
+            "--state-dir",
+            str(tmp_path / "sim"),
+            "--no-mdns",
+        ],
+        env=env,
+        start_new_session=True,
     )
     api = httpx.Client(
         base_url=svc.url + "/api/v1", headers={"Authorization": f"Bearer {svc.tokens['admin']}"}, timeout=30
     )
     try:
+
         def devices(dongle: str) -> list[dict]:
             return api.get("/devices", params={"dongle": dongle}).json()["items"]
 
@@ -61,25 +76,46 @@ def test_service_follows_a_simulated_lab(tmp_path: Path) -> None:
             assert sorted((x["busid"], x["state"]) for x in got) == [("1-1", "free"), ("1-2", "free")]
             assert dongle(d)["ip"].startswith("127.78.0.")
 
-        r = subprocess.run([*FLEET, "sim", "ctl", "--control", str(control), ids[1], "plug", "probe"],
-                           env=env, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [*FLEET, "sim", "ctl", "--control", str(control), ids[1], "plug", "probe"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 0 and r.stdout.strip() == "ok 1-3", r.stdout + r.stderr
         t0 = time.monotonic()
-        wait_for(lambda: any(x["busid"] == "1-3" for x in devices(ids[1])), 2.0, "plugged probe in the service")
+        wait_for(
+            lambda: any(x["busid"] == "1-3" for x in devices(ids[1])), 2.0, "plugged probe in the service"
+        )
         plugged_after = time.monotonic() - t0
 
-        r = subprocess.run([*FLEET, "sim", "ctl", "--control", str(control), ids[1], "unplug", "1-1"],
-                           env=env, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [*FLEET, "sim", "ctl", "--control", str(control), ids[1], "unplug", "1-1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 0, r.stdout
-        wait_for(lambda: {x["busid"] for x in devices(ids[1]) if x["state"] != "offline"} == {"1-2", "1-3"}
-                 or {x["busid"] for x in devices(ids[1])} == {"1-2", "1-3"}, 2.0, "unplug in the service")
+        wait_for(
+            lambda: (
+                {x["busid"] for x in devices(ids[1]) if x["state"] != "offline"} == {"1-2", "1-3"}
+                or {x["busid"] for x in devices(ids[1])} == {"1-2", "1-3"}
+            ),
+            2.0,
+            "unplug in the service",
+        )
 
         # kill -9: no goodbye from anyone; the broker publishes the Last Wills
         os.killpg(sim.pid, signal.SIGKILL)
         sim.wait(10)
         for d in ids:
-            got = wait_for(lambda d=d: (dongle(d) or {}).get("status") == "offline" and dongle(d), 60,
-                           f"{d} offline by Last Will")
+            got = wait_for(
+                lambda d=d: (dongle(d) or {}).get("status") == "offline" and dongle(d),
+                60,
+                f"{d} offline by Last Will",
+            )
             assert got["status_reason"] == "lwt"
             assert all(x["state"] == "offline" for x in devices(d))
         print(f"hot-plug reached the service in {plugged_after * 1000:.0f} ms")
@@ -89,11 +125,4 @@ def test_service_follows_a_simulated_lab(tmp_path: Path) -> None:
             os.killpg(sim.pid, signal.SIGKILL)
             sim.wait(10)
         svc.stop()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.connect("127.0.0.1", 1883)
-        c.loop_start()
-        for d in ids:
-            for kind in ("status", "state"):
-                c.publish(f"fleet/v1/{d}/{kind}", b"", qos=1, retain=True).wait_for_publish(5)
-        c.loop_stop()
-        c.disconnect()
+        clear_retained(ids)
