@@ -37,6 +37,11 @@ DEVICE_SPECS = {
 REPO = Path(__file__).resolve().parents[2]
 
 
+def default_sim_dir() -> Path:
+    """Where `fleet sim` keeps per-dongle state and its control socket."""
+    return Path(os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet")) / "sim"
+
+
 def dongle_binary() -> Path:
     """$FLEET_DONGLE_BIN, else the CMake build in this checkout, else fleet-dongle on PATH."""
     env = os.environ.get("FLEET_DONGLE_BIN")
@@ -51,7 +56,7 @@ def dongle_binary() -> Path:
     raise InvalidInput(
         "fleet-dongle",
         "not found: build it with `cmake -S agent_fw/host -B agent_fw/host/build && "
-        "cmake --build agent_fw/host/build` or set FLEET_DONGLE_BIN"
+        "cmake --build agent_fw/host/build` or set FLEET_DONGLE_BIN",
     )
 
 
@@ -61,7 +66,9 @@ def device_specs(devices: str) -> list[str]:
         raise InvalidInput("--devices", "needs at least one of: " + ", ".join(DEVICE_SPECS))
     unknown = [n for n in names if n not in DEVICE_SPECS]
     if unknown:
-        raise InvalidInput("--devices", f"unknown device {unknown[0]!r} (choose from {', '.join(DEVICE_SPECS)})")
+        raise InvalidInput(
+            "--devices", f"unknown device {unknown[0]!r} (choose from {', '.join(DEVICE_SPECS)})"
+        )
     return [DEVICE_SPECS[n] for n in names]
 
 
@@ -91,9 +98,21 @@ def sim_command(
     telemetry_interval: int,
 ) -> list[str]:
     cmd = [
-        str(binary), "--dongles", str(dongles), "--base-address", base_address, "--base-mac", base_mac,
-        "--mqtt", broker, "--state-dir", str(state_dir), "--control", str(control),
-        "--telemetry-interval", str(telemetry_interval),
+        str(binary),
+        "--dongles",
+        str(dongles),
+        "--base-address",
+        base_address,
+        "--base-mac",
+        base_mac,
+        "--mqtt",
+        broker,
+        "--state-dir",
+        str(state_dir),
+        "--control",
+        str(control),
+        "--telemetry-interval",
+        str(telemetry_interval),
     ]
     for spec in specs:
         cmd += ["--device", spec]
@@ -107,15 +126,17 @@ def sim_command(
 @app.command("run")
 def run(
     dongles: Annotated[int, typer.Option(min=1, max=5000, help="How many dongles.")] = 20,
-    devices: Annotated[str, typer.Option(help="Devices on every dongle: " + ",".join(DEVICE_SPECS))] = "msc,hid,probe",
+    devices: Annotated[
+        str, typer.Option(help="Devices on every dongle: " + ",".join(DEVICE_SPECS))
+    ] = "msc,hid,probe",
     broker: Annotated[str, typer.Option(help="MQTT broker the dongles report to.")] = "mqtt://127.0.0.1:1883",
     base_address: Annotated[str, typer.Option(help="First dongle's loopback address.")] = "127.1.0.1",
     base_mac: Annotated[
         str, typer.Option(help="First dongle's simulated base MAC (12 hex digits); ids follow from it.")
     ] = "02f1ee000001",
-    state_dir: Annotated[Path, typer.Option(help="Per-dongle config and OTA slots.")] = Path(
-        os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet")
-    ) / "sim",
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Per-dongle config and OTA slots [default: $FLEET_DATA_DIR/sim].")
+    ] = None,
     mdns: Annotated[bool, typer.Option("--mdns/--no-mdns", help="Advertise _usbip._tcp.")] = True,
     enforce_grants: Annotated[
         bool, typer.Option("--enforce-grants/--no-enforce-grants", help="Only leased clients may import.")
@@ -126,18 +147,30 @@ def run(
     specs = device_specs(devices)
     check_base_address(base_address, dongles)
     if not re.fullmatch(r"[0-9a-fA-F]{12}", base_mac) or int(base_mac, 16) + dongles > 2**48:
-        raise InvalidInput("--base-mac", f"{base_mac!r}: expected 12 hex digits with room for {dongles} dongles")
+        raise InvalidInput(
+            "--base-mac", f"{base_mac!r}: expected 12 hex digits with room for {dongles} dongles"
+        )
     if not broker.startswith(("mqtt://", "mqtts://")):
         raise InvalidInput("--broker", f"{broker!r}: expected mqtt://HOST[:PORT]")
+    state_dir = state_dir or default_sim_dir()
     state_dir.mkdir(parents=True, exist_ok=True)
     control = state_dir / "control.sock"
     cmd = sim_command(
-        binary=dongle_binary(), dongles=dongles, specs=specs, broker=broker, base_address=base_address,
+        binary=dongle_binary(),
+        dongles=dongles,
+        specs=specs,
+        broker=broker,
+        base_address=base_address,
         base_mac=base_mac.lower(),
-        state_dir=state_dir, control=control, mdns=mdns, enforce_grants=enforce_grants,
+        state_dir=state_dir,
+        control=control,
+        mdns=mdns,
+        enforce_grants=enforce_grants,
         telemetry_interval=telemetry_interval,
     )
-    typer.echo(f"fleet sim: {dongles} dongles from {base_address}, broker {broker}, control {control}", err=True)
+    typer.echo(
+        f"fleet sim: {dongles} dongles from {base_address}, broker {broker}, control {control}", err=True
+    )
     proc = subprocess.Popen(cmd)
     # The child gets Ctrl-C from the terminal too; forward SIGTERM ourselves.
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
@@ -152,11 +185,12 @@ def run(
 @app.command("ctl")
 def ctl(
     command: Annotated[list[str], typer.Argument(help="e.g. `esp-02f1ee000001 plug msc:size=8M` or `stats`")],
-    control: Annotated[Path, typer.Option(help="Control socket of `fleet sim run`.")] = Path(
-        os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet")
-    ) / "sim/control.sock",
+    control: Annotated[
+        Path | None, typer.Option(help="Control socket of `fleet sim run` [default: $FLEET_DATA_DIR/sim/].")
+    ] = None,
 ) -> None:
     """Send one control command to the running simulator; a dongle id first addresses that dongle."""
+    control = control or default_sim_dir() / "control.sock"
     words = list(command)
     if words and words[0].startswith("esp-"):
         words[0] = "@" + words[0]
@@ -176,7 +210,8 @@ def ctl(
                 reply += chunk
     except OSError as e:
         raise InvalidInput(
-            "--control", f"cannot reach the simulator at {control}: {e.strerror or e} (is `fleet sim run` up?)"
+            "--control",
+            f"cannot reach the simulator at {control}: {e.strerror or e} (is `fleet sim run` up?)",
         ) from None
     text = reply.decode(errors="replace").strip()
     typer.echo(text)
