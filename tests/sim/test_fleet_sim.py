@@ -132,7 +132,7 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path: Path) -> None:
     env = {**os.environ, "FLEET_DONGLE_BIN": dongle_bin()}
     cases = [
         (["--devices", "msc,floppy"], "unknown device 'floppy'"),
-        (["--base-address", "10.1.2.3"], "must stay inside 127.0.0.0/8"),
+        (["--base-address", "192.0.2.10"], "must stay inside 127.0.0.0/8"),
         (["--base-mac", "xyz"], "expected 12 hex digits"),
         (["--broker", "http://127.0.0.1"], "expected mqtt://"),
     ]

@@ -8,32 +8,12 @@
 #include <string.h>
 
 #include "testlib.h"
-#include "tvdev.h"
+#include "fixture.h"
 
-typedef struct {
-    vhc_t *v;
-    tcore_t c;
-    tvdev_t *t;
-    uhp_dev_handle_t h;
-} fx_t;
-
-static void fx_up(fx_t *f, vhc_config_t cfg, bool iso)
+static void fx_up_rules(fx_t *f, vhc_config_t cfg, bool iso)
 {
-    memset(f, 0, sizeof *f);
-    TL_EQ_INT(vhc_create(&cfg, &f->v), 0);
-    tc_init(&f->c, f->v);
     tv_opts_t o = {.speed = cfg.high_speed ? VDEV_SPEED_HIGH : VDEV_SPEED_FULL, .iso = iso};
-    f->t = tv_create(&o, NULL);
-    f->h = tc_plug(&f->c, "1-1", f->t);
-    TL_CHECK(f->h != NULL);
-    TL_EQ_INT(OP(f->c.ops->interface_claim(f->v, f->h, 0, 0)), UHP_OK);
-}
-
-static void fx_down(fx_t *f)
-{
-    TL_EQ_INT(f->c.cb_inside_op, 0);
-    TL_EQ_INT(f->c.harness_errors, 0);
-    vhc_destroy(f->v);
+    fx_up_dev(f, cfg, tv_create(&o, NULL));
 }
 
 static uint64_t violations(fx_t *f)
@@ -46,7 +26,7 @@ static uint64_t violations(fx_t *f)
 static void test_bulk_rules(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), false);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), false);
     uhp_xfer_t *x = tc_alloc(&f.c, 16384);
     TL_CHECK(x->capacity >= 16384);
 
@@ -111,7 +91,7 @@ static void test_bulk_rules(void)
 static void test_ep0_rules(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), false);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), false);
     uhp_xfer_t *x = tc_alloc(&f.c, 256);
     TL_EQ_INT(OP(f.c.ops->ep_halt(f.v, f.h, 0x00)), UHP_ERR_NOT_SUPPORTED);
     TL_CHECK(strstr(f.c.last_log, "cannot be cancelled") != NULL);
@@ -146,13 +126,13 @@ static void test_ep0_rules(void)
 static void test_max_transfer_bytes(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), false);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), false);
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 64), 8128);
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 512), 65024);
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 1023), 65535);
     fx_down(&f);
 
-    fx_up(&f, VHC_CONFIG_ESP32P4(), false); /* rev 301, HS device */
+    fx_up_rules(&f, VHC_CONFIG_ESP32P4(), false); /* rev 301, HS device */
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 512), 523776);
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 1024), 524287);
     /* HS bulk 512: 65536 would corrupt data on S3 / old P4, legal on rev 3 */
@@ -167,7 +147,7 @@ static void test_max_transfer_bytes(void)
 
     vhc_config_t old = VHC_CONFIG_ESP32P4();
     old.chip_revision = 100;
-    fx_up(&f, old, false);
+    fx_up_rules(&f, old, false);
     TL_EQ_INT(f.c.ops->max_transfer_bytes(f.v, f.h, 512), 65024);
     x = tc_alloc(&f.c, 131072);
     TL_EQ_INT(tc_submit(&f.c, x, f.h, 0x81, 65536, 0), UHP_ERR_TOO_BIG);
@@ -178,7 +158,7 @@ static void test_max_transfer_bytes(void)
 static void test_iso_rules(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), true);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), true);
     TL_EQ_INT(OP(f.c.ops->interface_claim(f.v, f.h, 2, 0)), UHP_OK);
     uhp_xfer_t *x = NULL;
     TL_EQ_INT(f.c.ops->xfer_alloc(f.v, 192 * 70, 70, &x), UHP_OK);
@@ -244,7 +224,7 @@ static void test_iso_rules(void)
 static void test_claim_rules(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), false);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), false);
     TL_EQ_INT(OP(f.c.ops->interface_claim(f.v, f.h, 0, 0)), UHP_ERR_INVALID_STATE); /* twice */
     TL_EQ_INT(OP(f.c.ops->interface_claim(f.v, f.h, 1, 7)), UHP_ERR_NOT_FOUND);     /* no alt 7 */
     TL_EQ_INT(OP(f.c.ops->interface_claim(f.v, f.h, 9, 0)), UHP_ERR_NOT_FOUND);
@@ -259,7 +239,7 @@ static void test_claim_rules(void)
 static void test_async_only(void)
 {
     fx_t f;
-    fx_up(&f, VHC_CONFIG_ESP32S3(), false);
+    fx_up_rules(&f, VHC_CONFIG_ESP32S3(), false);
     struct pollfd pfd = {.fd = vhc_fd(f.v), .events = POLLIN};
     tc_pump_idle(&f.c, 5);
     TL_EQ_INT(poll(&pfd, 1, 0), 0); /* idle: nothing due, the fd sleeps */

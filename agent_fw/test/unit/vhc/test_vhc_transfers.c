@@ -8,33 +8,8 @@
 #include <string.h>
 
 #include "testlib.h"
-#include "tvdev.h"
+#include "fixture.h"
 
-typedef struct {
-    vhc_t *v;
-    tcore_t c;
-    tvdev_t *t;
-    uhp_dev_handle_t h;
-} fx_t;
-
-static void fx_up(fx_t *f)
-{
-    memset(f, 0, sizeof *f);
-    vhc_config_t cfg = VHC_CONFIG_ESP32S3();
-    TL_EQ_INT(vhc_create(&cfg, &f->v), 0);
-    tc_init(&f->c, f->v);
-    f->t = tv_simple(NULL);
-    f->h = tc_plug(&f->c, "1-1", f->t);
-    TL_CHECK(f->h != NULL);
-    TL_EQ_INT(OP(f->c.ops->interface_claim(f->v, f->h, 0, 0)), UHP_OK);
-}
-
-static void fx_down(fx_t *f)
-{
-    TL_EQ_INT(f->c.cb_inside_op, 0);
-    TL_EQ_INT(f->c.harness_errors, 0);
-    vhc_destroy(f->v);
-}
 
 static vhc_stats_t stats(fx_t *f)
 {
