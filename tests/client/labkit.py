@@ -175,7 +175,7 @@ class Lab:
                 for dev in c.get("/devices", params={"dongle": b.id}).json()["items"]:
                     c.patch(f"/devices/{dev['id']}", json={"name": None, "tags": []})
         for d, b in self.dongles:
+            d.stop()  # first: a stopping dongle publishes its retained "offline"
             b.close()
-            d.stop()
 
 
