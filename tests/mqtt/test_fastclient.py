@@ -17,7 +17,11 @@ from test_ingest import ROOT, ingestors, telemetry  # noqa: F401  (ingestors is 
 from fleet.mqtt.fastclient import FAST_IO, FastClient
 from fleet.mqtt.inbound import Classifier, Rejected
 
-pytestmark = pytest.mark.skipif(not FAST_IO, reason="this paho release lacks the hooks FastClient overrides")
+
+def test_fast_path_is_active_with_the_installed_paho() -> None:
+    # Throughput depends on it: a paho release without the hooks FastClient
+    # overrides must fail here, not quietly fall back to the slow path.
+    assert FAST_IO, "this paho lacks the hooks FastClient overrides; ingest would fall back to stock paho"
 
 
 def _publish_packet(topic: bytes, payload: bytes, *, qos: int, mid: int = 0, v5: bool, flags: int = 0):
