@@ -182,3 +182,125 @@ class MultiDongle:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(20)
+
+
+# ---- OTA images and manifests for the simulated dongle (docs/ota.md) ----------
+
+FIXTURES = REPO / "agent_fw" / "test" / "unit" / "agent" / "fixtures"
+TEST_KEY = FIXTURES / "TEST-ONLY-ota-signing-key.pem"
+TEST_PUBKEY = FIXTURES / "TEST-ONLY-ota-signing-key.pub.pem"
+POSIX_SIM_CHIP_ID = 0x7E57
+
+
+def sim_image(version: str, payload: bytes = b"", *, secure_version: int = 0,
+              fault: str | None = None) -> bytes:
+    """A posix-sim image: the 64-byte FLEETSIM header, then the payload (after a
+    `fleet-sim-fault:` line when fault is given)."""
+    import struct  # noqa: PLC0415
+
+    head = (b"FLEETSIM" + b"posix-sim".ljust(16, b"\0") + version.encode().ljust(32, b"\0")
+            + struct.pack("<IHH", secure_version, 0, 99))
+    assert len(head) == 64
+    if fault is not None:
+        payload = f"fleet-sim-fault: {fault}\n".encode() + payload
+    return head + payload
+
+
+def signed_manifest(image: bytes, version: str, url: str, *, secure_version: int = 0,
+                    key: Path = TEST_KEY) -> dict:
+    """The cmd/ota body for image, signed with the test-only key by the openssl CLI."""
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+
+    sha = hashlib.sha256(image).hexdigest()
+    signed = (f"fleet-ota-v1\n{version}\n{len(image)}\n{sha}\nposix-sim\n{POSIX_SIM_CHIP_ID}\n0\n99\n"
+              f"{secure_version}\n0\n").encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=signed, capture_output=True,
+                         check=True).stdout
+    return {"v": 1, "request_id": request_id(), "issued_at": int(time.time()), "version": version, "url": url,
+            "size": len(image), "sha256": sha, "chip": "posix-sim", "chip_id": POSIX_SIM_CHIP_ID,
+            "min_rev": 0, "max_rev": 99, "secure_version": secure_version, "allow_downgrade": False,
+            "signature": base64.b64encode(sig).decode()}
+
+
+class FileServer:
+    """http.server on 127.0.0.1 serving one directory (firmware downloads)."""
+
+    def __init__(self, directory: Path) -> None:
+        import functools  # noqa: PLC0415
+        import http.server  # noqa: PLC0415
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # the test output stays readable
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                     functools.partial(Quiet, directory=str(directory)))
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---- mDNS on loopback, at the packet level (needs `ip link set lo multicast on`) ----
+
+MDNS_GROUP = ("224.0.0.251", 5353)
+
+
+def mdns_legacy_query(timeout: float = 0.7) -> bytes:
+    """A one-shot ("legacy", RFC 6762 6.7) PTR query for _usbip._tcp.local from an
+    ephemeral port: responders answer it unicast to us. Every answer packet, joined."""
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    qname = b"".join(bytes([len(x)]) + x for x in (b"_usbip", b"_tcp", b"local")) + b"\0"
+    query = struct.pack(">HHHHHH", 0x4242, 0, 1, 0, 0, 0) + qname + struct.pack(">HH", 12, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        s.sendto(query, MDNS_GROUP)
+        got = b""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                got += s.recv(9000)
+            except TimeoutError:
+                break
+        return got
+
+
+class MdnsSniffer:
+    """Every packet sent to the mDNS group on loopback (announcements, goodbyes, answers)."""
+
+    def __init__(self) -> None:
+        import socket  # noqa: PLC0415
+
+        self.packets: list[bytes] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.sock.bind(("0.0.0.0", 5353))
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                             socket.inet_aton(MDNS_GROUP[0]) + socket.inet_aton("127.0.0.1"))
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                self.packets.append(self.sock.recv(9000))
+            except OSError:
+                continue
+
+    def mentioning(self, name: str, after: int = 0) -> list[bytes]:
+        return [p for p in self.packets[after:] if name.encode() in p]
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()

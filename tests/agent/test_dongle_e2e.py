@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 
@@ -239,7 +240,8 @@ def test_ota_through_fleet_dongle(agent_dongle):
         mark = obs.mark()
         r = obs.command(did, "ota", manifest)
         assert r["ok"] is True, r
-        st = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "selftest", after=mark, timeout=15)
+        st = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "selftest", after=mark,
+                          timeout=15)
         assert st["detail"]["ok"] is True, st
         new = obs.wait_for(lambda t, p: t.endswith("/state") and p["boot"]["ota_state"] == "valid", after=mark)
         assert new["firmware"]["version"] == "0.4.0" and new["boot"]["slot"] == "ota_1"
@@ -249,3 +251,278 @@ def test_ota_through_fleet_dongle(agent_dongle):
         assert r["ok"] is False and r["error"].startswith("version"), r
     finally:
         httpd.shutdown()
+
+
+# ---- faults a lab has: power cut, network cut, a broken firmware, a slow link ----
+
+
+def _statuses(obs: Observer, did: str, after: int) -> list[dict]:
+    with obs.cond:
+        return [p for t, p, _ in obs.messages[after:]
+                if t == f"fleet/v1/{did}/status" and isinstance(p, dict)]
+
+
+def _mdns_answers_for(name: str, timeout: float = 5.0) -> bool:
+    """Whether the responder answers for name, retried until timeout (announcing takes a moment)."""
+    from agent_support import mdns_legacy_query  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if name.encode() in mdns_legacy_query():
+            return True
+    return False
+
+
+def test_crash_gives_only_that_dongles_last_will_and_start_powers_it_on(dongle_bin, tmp_path,
+                                                                       loopback_multicast_on):
+    from agent_support import MdnsSniffer, mdns_legacy_query  # noqa: PLC0415
+
+    from fleet.usbip.client import devlist  # noqa: PLC0415
+
+    base_mac = random_mac()
+    ids = [f"esp-{int(base_mac, 16) + i:012x}" for i in range(3)]
+    obs = Observer(ids)
+    d = MultiDongle(dongle_bin, ["--device", "hid-keyboard", "--device", "msc:size=1M", "--dongles", "3",
+                                 "--base-address", "127.7.0.1", "--base-mac", base_mac, "--mqtt", MQTT_URL,
+                                 "--state-dir", str(tmp_path), "--mdns"], tmp_path)
+    victim, others = ids[1], [ids[0], ids[2]]
+    sniffer = MdnsSniffer()
+    try:
+        for did in ids:
+            obs.wait_for(lambda t, p, did=did: t == f"fleet/v1/{did}/state" and len(p["devices"]) == 2)
+        assert _mdns_answers_for(victim)
+        before = json.loads(d.command(f"@{victim} list")[3:])
+        mark = obs.mark()
+        heard = len(sniffer.packets)
+        t0 = time.monotonic()
+        assert d.command(f"@{victim} crash") == "ok"
+        will = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/status", after=mark, timeout=3)
+        assert will == {"v": 1, "dongle_id": victim, "status": "offline", "reason": "lwt"}
+        assert time.monotonic() - t0 < 3
+        with pytest.raises(ConnectionRefusedError):  # no power, no listener
+            socket.create_connection(("127.7.0.2", 3240), timeout=2)
+        # mDNS: no goodbye went out, and it no longer answers for the dead dongle (the others still do)
+        answers = mdns_legacy_query()
+        assert others[0].encode() in answers and victim.encode() not in answers
+        assert sniffer.mentioning(victim, heard) == []
+        # powered off: only the power switch and the read-only views answer
+        reply = d.command(f"@{victim} plug probe")
+        assert reply == f"err {victim} is powered off (start powers it on)", reply
+        assert d.command(f"@{victim} net off").startswith(f"err {victim} is powered off")
+        assert json.loads(d.command(f"@{victim} stats")[3:])["power"] == "off"
+        assert [x["busid"] for x in json.loads(d.command(f"@{victim} list")[3:])] == ["1-1", "1-2"]
+        assert d.command(f"@{others[0]} start") == f"err {others[0]} is already running"
+
+        mark = obs.mark()
+        assert d.command(f"@{victim} start") == "ok"
+        on = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/status", after=mark, timeout=5)
+        assert on["status"] == "online"
+        boot = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/events" and p["type"] == "rebooted",
+                            after=mark)
+        validate("events", boot)
+        assert boot["detail"]["reason"] == "power_on" and boot["seq"] <= 2  # a new boot: memory was gone
+        state = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/state" and len(p["devices"]) == 2,
+                             after=mark)
+        # the same hardware in the same ports, exported again
+        assert [(x["busid"], x["serial"]) for x in state["devices"]] == [(x["busid"], x["serial"])
+                                                                        for x in before]
+        assert {r.busid for r in devlist("127.7.0.2", 3240, timeout=5)} == {"1-1", "1-2"}
+        assert json.loads(d.command(f"@{victim} stats")[3:])["power"] == "on"
+        assert _mdns_answers_for(victim)
+        # the other dongles never went offline
+        for did in others:
+            assert [s["status"] for s in _statuses(obs, did, 0)] == ["online"], did
+    finally:
+        sniffer.close()
+        d.stop()
+        obs.close()
+
+
+def test_net_cut_ends_in_the_last_will_and_restoring_it_reconnects(dongle_bin, tmp_path,
+                                                                   loopback_multicast_on):
+    from agent_support import MdnsSniffer, mdns_legacy_query  # noqa: PLC0415
+
+    from fleet.usbip import codec  # noqa: PLC0415
+
+    base_mac = random_mac()
+    ids = [f"esp-{int(base_mac, 16) + i:012x}" for i in range(2)]
+    obs = Observer(ids)
+    d = MultiDongle(dongle_bin, ["--device", "hid-keyboard", "--dongles", "2", "--base-address", "127.8.0.1",
+                                 "--base-mac", base_mac, "--mqtt", MQTT_URL, "--state-dir", str(tmp_path),
+                                 "--mqtt-keepalive", "5", "--mdns"], tmp_path)
+    victim, other = ids[0], ids[1]
+    pending = None
+    sniffer = MdnsSniffer()
+    try:
+        for did in ids:
+            obs.wait_for(lambda t, p, did=did: t == f"fleet/v1/{did}/state" and len(p["devices"]) == 1)
+        assert _mdns_answers_for(victim)
+        mark = obs.mark()
+        t0 = time.monotonic()
+        assert d.command(f"@{victim} net off") == "ok"
+        assert json.loads(d.command(f"@{victim} stats")[3:])["link"] == "down"
+        # the kernel still completes the TCP handshake, but nobody answers
+        pending = socket.create_connection(("127.8.0.1", 3240), timeout=2)
+        pending.sendall(codec.encode_devlist_request())
+        pending.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            pending.recv(65536)
+        heard = len(sniffer.packets)
+        answers = mdns_legacy_query()  # its records are cut off too
+        assert other.encode() in answers and victim.encode() not in answers
+        # 1.5 x keepalive of silence; Mosquitto 2.0 checks keepalives coarsely and takes up to ~10.5 s
+        will = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/status", after=mark, timeout=14)
+        assert will["status"] == "offline" and will["reason"] == "lwt"
+        assert time.monotonic() - t0 >= 5  # not before the keepalive ran out
+        assert d.command(f"@{victim} list").startswith("ok [")  # the USB side keeps running
+
+        mark = obs.mark()
+        assert d.command(f"@{victim} net on") == "ok"
+        on = obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/status", after=mark, timeout=10)
+        assert on["status"] == "online"
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{victim}/state" and len(p["devices"]) == 1, after=mark)
+        # the connection made while cut is served now
+        pending.settimeout(5.0)
+        data = b""
+        while True:
+            size = codec.devlist_reply_size(data) if len(data) >= 8 else None
+            if size is not None and len(data) >= size:
+                break
+            chunk = pending.recv(65536)
+            assert chunk, "closed instead of answered"
+            data += chunk
+        assert [r.busid for r in codec.decode_devlist_reply(data)] == ["1-1"]
+        assert sniffer.mentioning(victim, heard)  # announced again once back
+        assert _mdns_answers_for(victim)
+        # a cut link is not a power cycle, and the other dongle did not notice
+        with obs.cond:
+            assert not [p for t, p, _ in obs.messages[mark:] if t.endswith("/events") and isinstance(p, dict)
+                        and p["type"] == "rebooted"]
+        assert [s["status"] for s in _statuses(obs, other, 0)] == ["online"]
+    finally:
+        if pending is not None:
+            pending.close()
+        sniffer.close()
+        d.stop()
+        obs.close()
+
+
+def test_powered_off_dongle_refuses_commands_and_bad_fault_flags(dongle_bin):
+    from fleet.usbip.simdongle import ControlError  # noqa: PLC0415
+
+    for flag, value in (("--mqtt-keepalive", "2"), ("--mqtt-keepalive", "soon"), ("--ota-rate", "-1")):
+        r = subprocess.run([str(dongle_bin), flag, value], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and flag in r.stderr and value in r.stderr, (flag, value, r.stderr)
+    d = SimDongle(devices=["hid-keyboard"], binary=dongle_bin).start()
+    try:
+        port = d.port
+        assert d.command("crash") == ""
+        for cmd in ("plug probe", "unplug 1-1", "grant 1-1 127.0.0.1", "enforce on", "dev 1-1 type x",
+                    "crash", "net off"):
+            with pytest.raises(ControlError, match="^esp-000000000000 is powered off"):
+                d.command(cmd)
+        with pytest.raises(ControlError, match="^usage: start$"):
+            d.command("@esp-000000000000 start now")
+        assert d.command("@esp-000000000000 start") == ""
+        deadline = time.monotonic() + 5
+        while True:  # powered on at the next tick
+            try:
+                if [x["busid"] for x in d.list()] == ["1-1"] and d.stats()["power"] == "on":
+                    break
+            except ControlError:
+                pass
+            assert time.monotonic() < deadline, "not powered on"
+            time.sleep(0.1)
+        with pytest.raises(ControlError, match="is already running"):
+            d.command("start")
+        with pytest.raises(ControlError, match=r"^usage: net on\|off$"):
+            d.command("net sideways")
+        from fleet.usbip.client import devlist  # noqa: PLC0415
+        assert [r.busid for r in devlist("127.0.0.1", port, timeout=5)] == ["1-1"]  # the same port again
+    finally:
+        d.stop()
+
+
+def _index_after(obs: Observer, payload: dict) -> int:
+    with obs.cond:
+        return next(i for i, m in enumerate(obs.messages) if m[1] is payload) + 1
+
+
+def _ota_events(obs: Observer, after: int, step: str) -> list[dict]:
+    with obs.cond:
+        return [p for t, p, _ in obs.messages[after:] if t.endswith("/events") and isinstance(p, dict)
+                and p["type"] == "ota_progress" and p["detail"]["step"] == step]
+
+
+def test_ota_image_without_usbip_listener_fails_its_selftest_and_rolls_back(agent_dongle, tmp_path):
+    from agent_support import TEST_PUBKEY, FileServer, signed_manifest, sim_image  # noqa: PLC0415
+
+    from fleet.usbip.client import devlist  # noqa: PLC0415
+
+    www = tmp_path / "www"
+    www.mkdir()
+    image = sim_image("0.5.0", b"\x5a" * 4000, fault="no-usbip-listener")
+    (www / "broken.bin").write_bytes(image)
+    srv = FileServer(www)
+    try:
+        d, obs, did = agent_dongle(args=["--ota-pubkey", str(TEST_PUBKEY)])
+        obs.wait_for(lambda t, p: t.endswith("/state") and len(p["devices"]) == 2)
+        manifest = signed_manifest(image, "0.5.0", f"{srv.url}/broken.bin")
+        rid = manifest["request_id"]
+        mark = obs.mark()
+        r = obs.command(did, "ota", manifest)
+        assert r["ok"] is True, r
+        st = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "selftest", after=mark,
+                          timeout=15)
+        validate("events", st)
+        assert st["detail"]["ok"] is False
+        assert st["detail"]["checks"] == {"network": True, "mqtt": True, "usbip_listener": False,
+                                          "devices": True}
+        assert "USB/IP listener not up" in st["detail"]["reason"]
+        # after the second reset the old firmware runs and says why
+        back = obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "ota_progress"
+                            and p["detail"]["step"] == "rollback"
+                            and "rolled back to 0.3.1" in p["detail"]["reason"],
+                            after=mark, timeout=15)
+        validate("events", back)
+        assert back["detail"]["request_id"] == rid and back["detail"]["version"] == "0.5.0"
+        assert "USB/IP listener not up" in back["detail"]["reason"]
+        assert all(e["detail"]["request_id"] == rid for e in _ota_events(obs, mark, "rollback"))
+        state = obs.wait_for(lambda t, p: t.endswith("/state") and p["firmware"]["version"] == "0.3.1"
+                             and len(p["devices"]) == 2, after=_index_after(obs, st), timeout=5)
+        assert state["boot"]["slot"] == "ota_0"
+        assert {x.busid for x in devlist("127.0.0.1", d.port, timeout=5)} == {"1-1", "1-2"}
+        assert any("does NOT start its USB/IP listener" in line for line in d.output)  # said loudly
+    finally:
+        srv.close()
+
+
+def test_ota_rate_caps_the_download(agent_dongle, tmp_path):
+    from agent_support import TEST_PUBKEY, FileServer, signed_manifest, sim_image  # noqa: PLC0415
+
+    www = tmp_path / "www"
+    www.mkdir()
+    image = sim_image("0.4.0", bytes(range(256)) * (8 * 1024))  # 2 MiB of payload
+    (www / "big.bin").write_bytes(image)
+    srv = FileServer(www)
+    try:
+        d, obs, did = agent_dongle(args=["--ota-pubkey", str(TEST_PUBKEY), "--ota-rate", "512K"])
+        obs.wait_for(lambda t, p: t.endswith("/state") and len(p["devices"]) == 2)
+        manifest = signed_manifest(image, "0.4.0", f"{srv.url}/big.bin")
+        mark = obs.mark()
+        t0 = time.monotonic()
+        obs.raw(did, "ota", json.dumps(manifest).encode())
+        obs.wait_for(lambda t, p: t.endswith("/events") and p["type"] == "ota_progress"
+                     and p["detail"]["step"] == "download" and p["detail"]["bytes"] > 0,
+                     after=mark, timeout=5)
+        time.sleep(max(0.0, t0 + 1.2 - time.monotonic()))
+        got = [e["detail"]["bytes"] for e in _ota_events(obs, mark, "download")]
+        assert got and 0 < max(got) < len(image), got  # still downloading after 1 s
+        assert max(got) <= 1.3 * 1.2 * 512 * 1024, got  # ...at the cap, not at loopback speed
+        assert not _ota_events(obs, mark, "boot")
+        mark = obs.mark()
+        d.proc.kill()  # mid-download, as the cap was made for
+        will = obs.wait_for(lambda t, p: t.endswith("/status"), after=mark, timeout=5)
+        assert will["reason"] == "lwt"
+    finally:
+        srv.close()

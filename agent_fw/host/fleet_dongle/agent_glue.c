@@ -3,7 +3,9 @@
  * own agent, libmosquitto client (bound to the dongle's 127.x address, its
  * socket on the shared epoll loop, no thread), config store and, with an
  * OTA key, file-backed OTA slots in <state-dir>/<id>/. One mDNS responder
- * serves every dongle of the process.
+ * serves every dongle of the process. Also the simulated bootloader (which
+ * reads the booted image's fault directive) and the network-cut switch that
+ * reaches every port with a socket.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -28,7 +30,6 @@ struct dongle_agent {
     fleet_sim_sys_t sys;
     fleet_stderr_log_t log;
     fleet_files_kv_t *kv;
-    fleet_files_store_t *store;
     fleet_ota_t *ota;
     fleet_curl_http_t http;
     char running[FLEET_VERSION_MAX];
@@ -151,7 +152,14 @@ static void h_config_applied(void *ctx, const fleet_config_t *cfg, unsigned chan
     }
 }
 
-static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, h_config_applied};
+static bool h_usbip_listening(void *ctx)
+{
+    dongle_agent_t *g = ctx;
+    return g->d->net && posix_net_listening(g->d->net);
+}
+
+static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, h_config_applied,
+                                              h_usbip_listening};
 
 /* ---- life ---- */
 
@@ -177,8 +185,6 @@ static void glue_free(dongle_agent_t *g)
     fleet_mosq_destroy(g->mosq);
     if (g->kv)
         fleet_files_kv_close(g->kv);
-    if (g->store)
-        fleet_files_store_close(g->store);
     free(g->ota);
     free(g);
 }
@@ -216,25 +222,21 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
             glue_free(g);
             return -1;
         }
-        if (o->ota_pubkey) {
-            char ota_dir[600];
-            snprintf(ota_dir, sizeof(ota_dir), "%s/ota", dir);
-            fleet_boot_t b;
+        if (d->store) {
             fleet_otadata_t od;
             g->ota = calloc(1, sizeof(*g->ota));
-            if (!g->ota || fleet_files_store_open(&g->store, ota_dir, 16u << 20, DONGLE_FW_VERSION) != FLEET_OK ||
-                fleet_files_store_boot(g->store, &b) != FLEET_OK ||
-                fleet_files_store_ops.read_otadata(g->store, &od) != FLEET_OK) {
-                snprintf(err, err_len, "OTA storage %s unusable", ota_dir);
+            if (!g->ota || fleet_files_store_ops.read_otadata(d->store, &od) != FLEET_OK) {
+                snprintf(err, err_len, "OTA storage of %s unusable", d->id);
                 glue_free(g);
                 return -1;
             }
-            if (b.rolled_back)
+            if (d->boot.rolled_back)
                 boot_reason = "rollback";
-            snprintf(g->running, sizeof(g->running), "%s", od.slot[b.slot].version);
-            g->http = (fleet_curl_http_t){.connect_timeout_s = 10, .stall_timeout_s = 30};
+            snprintf(g->running, sizeof(g->running), "%s", od.slot[d->boot.slot].version);
+            g->http = (fleet_curl_http_t){.connect_timeout_s = 10, .stall_timeout_s = 30,
+                                          .max_recv_bytes_per_s = o->ota_rate};
             fleet_ota_config_t oc = {
-                .store = &fleet_files_store_ops, .store_ctx = g->store,
+                .store = &fleet_files_store_ops, .store_ctx = d->store,
                 .http = &fleet_curl_http_ops, .http_ctx = &g->http,
                 .kv = &fleet_files_kv_ops, .kv_ctx = g->kv,
                 .clock = &k_clock,
@@ -256,8 +258,9 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
         .firmware_version = g->running,
         .chip = "posix-sim",
         .chip_revision = 0,
-        .usbip_port = (uint16_t)posix_net_bound_port(d->net),
+        .usbip_port = (uint16_t)d->port,
         .telemetry_interval_s = o->telemetry_s,
+        .keepalive_s = o->mqtt_keepalive_s,
         .boot_reason = boot_reason,
     };
     fleet_agent_ports_t p = {
@@ -267,7 +270,7 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
         .log = &fleet_stderr_log_ops, .log_ctx = &g->log,
         .kv = g->kv ? &fleet_files_kv_ops : NULL, .kv_ctx = g->kv,
         .mdns = o->mdns ? &fleet_mdns_ops : NULL, .mdns_ctx = o->mdns,
-        .store = g->store ? &fleet_files_store_ops : NULL, .store_ctx = g->store,
+        .store = d->store ? &fleet_files_store_ops : NULL, .store_ctx = d->store,
         .ota = g->ota,
         .host = &k_host, .host_ctx = g,
     };
@@ -282,6 +285,8 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
         glue_free(g);
         return -1;
     }
+    if (d->link_down)
+        fleet_mosq_set_link(g->mosq, false);
     d->agent = g;
     return 0;
 }
@@ -295,6 +300,17 @@ void dongle_agent_stop(dongle_t *d, const char *reason)
     g->agent = NULL;
     d->agent = NULL;
     glue_free(g);
+}
+
+void dongle_agent_power_cut(dongle_t *d)
+{
+    dongle_agent_t *g = d->agent;
+    if (!g)
+        return;
+    if (d->opts->mdns)
+        fleet_mdns_forget(d->opts->mdns, d->id);
+    fleet_mosq_power_cut(g->mosq);
+    dongle_agent_stop(d, NULL); /* with both gone, the agent has no one to say anything to */
 }
 
 bool dongle_agent_tick(dongle_t *d, char *reboot_reason, size_t len)
@@ -327,6 +343,59 @@ size_t dongle_agent_footprint(const dongle_t *d)
     if (!d->agent)
         return 0;
     return sizeof(*d->agent) + fleet_agent_footprint(d->agent->agent) + (d->agent->ota ? sizeof(fleet_ota_t) : 0);
+}
+
+/* ---- the simulated bootloader and the link ---- */
+
+#define FAULT_NO_LISTENER "no-usbip-listener"
+
+int dongle_boot(dongle_t *d, char *err, size_t err_len)
+{
+    const dongle_opts_t *o = d->opts;
+    d->no_listener = false;
+    d->boot = (fleet_boot_t){0};
+    if (!o->ota_pubkey || d->store)
+        return 0;
+    char ota_dir[600];
+    snprintf(ota_dir, sizeof(ota_dir), "%s/%s/ota", o->state_dir, d->id);
+    if (mkdir_p(ota_dir) != 0 ||
+        fleet_files_store_open(&d->store, ota_dir, 16u << 20, DONGLE_FW_VERSION) != FLEET_OK ||
+        fleet_files_store_boot(d->store, &d->boot) != FLEET_OK) {
+        snprintf(err, err_len, "OTA storage %s unusable", ota_dir);
+        dongle_unboot(d);
+        return -1;
+    }
+    char fault[FLEET_SIM_FAULT_MAX];
+    int f = fleet_files_store_sim_fault(d->store, d->boot.slot, fault, sizeof(fault));
+    if (f == 1 && strcmp(fault, FAULT_NO_LISTENER) == 0) {
+        d->no_listener = true;
+        fprintf(stderr, "ERROR %s: *** simulated firmware fault '%s' in slot %d: this firmware does NOT start "
+                        "its USB/IP listener ***\n", d->id, fault, d->boot.slot);
+    } else if (f == 1) {
+        fprintf(stderr, "WARN %s: unknown simulated firmware fault '%s' in slot %d, ignored\n", d->id, fault,
+                d->boot.slot);
+    } else if (f < 0) {
+        fprintf(stderr, "WARN %s: unreadable fleet-sim-fault line in slot %d, ignored\n", d->id, d->boot.slot);
+    }
+    return 0;
+}
+
+void dongle_unboot(dongle_t *d)
+{
+    if (d->store)
+        fleet_files_store_close(d->store);
+    d->store = NULL;
+}
+
+void dongle_set_link(dongle_t *d, bool up)
+{
+    d->link_down = !up;
+    if (d->net)
+        posix_net_set_link(d->net, up);
+    if (d->agent)
+        fleet_mosq_set_link(d->agent->mosq, up);
+    if (d->opts->mdns)
+        fleet_mdns_set_link(d->opts->mdns, d->id, up);
 }
 
 /* ---- mDNS ---- */

@@ -1,7 +1,8 @@
 /*
  * commands.c - the control channel's commands (see the brief / README):
- * plug, unplug, grant, revoke, enforce, list, stats, dev, quit; "@<id> ..."
- * sends one to another dongle of a multi-dongle process.
+ * plug, unplug, grant, revoke, enforce, list, stats, dev, quit; the faults a
+ * lab has: crash (power cut), start (power on), net off|on (network cut);
+ * "@<id> ..." sends one to another dongle of a multi-dongle process.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -118,6 +119,9 @@ int dongle_plug(dongle_t *d, const char *text, char *busid, size_t busid_len, ch
         return -1;
     char model[16], serial[64];
     snprintf(model, sizeof(model), "%s", v->model);
+    uint16_t vid = v->device_desc ? (uint16_t)(v->device_desc[8] | v->device_desc[9] << 8) : 0;
+    uint16_t pid = v->device_desc ? (uint16_t)(v->device_desc[10] | v->device_desc[11] << 8) : 0;
+    int speed = (int)v->speed;
     serial_of(v, serial, sizeof(serial));
     /* the agent reports a descriptor summary; read it while we hold the device */
     fleet_agent_dev_desc_t desc;
@@ -143,10 +147,19 @@ int dongle_plug(dongle_t *d, const char *text, char *busid, size_t busid_len, ch
     slot->used = true;
     slot->have_desc = have_desc;
     slot->desc = desc;
-    /* kept with its port, so power-on and reboot plug it back where it was */
+    slot->vid = vid;
+    slot->pid = pid;
+    slot->speed = speed;
+    /* kept with its port and serial number, so power-on and reboot plug the
+     * same hardware back where it was (a default serial would follow a counter) */
     bool has_port = strstr(text, "port=") != NULL;
     snprintf(slot->spec, sizeof(slot->spec), "%s%s%s", text, has_port ? "" : strchr(text, ':') ? ",port=" : ":port=",
              has_port ? "" : path);
+    if (!strstr(text, "serial=") && serial[0] && strspn(serial, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                                 "0123456789._-") == strlen(serial)) {
+        size_t l = strlen(slot->spec);
+        snprintf(slot->spec + l, sizeof(slot->spec) - l, ",serial=%s", serial);
+    }
     snprintf(slot->busid, sizeof(slot->busid), "%s", path);
     memcpy(slot->model, model, sizeof(model));
     memcpy(slot->serial, serial, sizeof(serial));
@@ -180,8 +193,41 @@ static int list_devices(dongle_t *d, usbip_device_info_t **out)
     return usbip_server_list_devices(d->srv, *out, n);
 }
 
+/* A list entry up to its serial: what identifies the device. */
+static void out_dev_id(out_t *o, bool first, const char *busid, unsigned vid, unsigned pid, int speed,
+                       const char *model, const char *serial)
+{
+    outf(o, "%s{\"busid\":", first ? "" : ",");
+    out_json_str(o, busid);
+    outf(o, ",\"vid\":\"%04x\",\"pid\":\"%04x\",\"speed\":\"%s\",\"model\":", vid, pid, speed_name(speed));
+    out_json_str(o, model);
+    outf(o, ",\"serial\":");
+    out_json_str(o, serial);
+}
+
+/* Powered off, nothing exports the devices: the plugged hardware is listed
+ * as it sits in its ports. */
+static void cmd_list_off(dongle_t *d, out_t *o)
+{
+    outf(o, "ok [");
+    bool first = true;
+    for (int i = 0; i < d->plugged_cap; i++) {
+        const dongle_plugged_t *p = &d->plugged[i];
+        if (!p->used)
+            continue;
+        out_dev_id(o, first, p->busid, p->vid, p->pid, p->speed, p->model, p->serial);
+        outf(o, ",\"attached_to\":null,\"granted_to\":[]}");
+        first = false;
+    }
+    outf(o, "]");
+}
+
 static void cmd_list(dongle_t *d, out_t *o)
 {
+    if (d->off) {
+        cmd_list_off(d, o);
+        return;
+    }
     usbip_device_info_t *devs;
     int n = list_devices(d, &devs);
     if (n < 0) {
@@ -192,13 +238,7 @@ static void cmd_list(dongle_t *d, out_t *o)
     for (int i = 0; i < n; i++) {
         usbip_device_info_t *v = &devs[i];
         dongle_plugged_t *p = plugged_find(d, v->busid);
-        outf(o, "%s{\"busid\":", i ? "," : "");
-        out_json_str(o, v->busid);
-        outf(o, ",\"vid\":\"%04x\",\"pid\":\"%04x\",\"speed\":\"%s\",\"model\":", v->vid, v->pid,
-             speed_name(v->speed));
-        out_json_str(o, p ? p->model : "");
-        outf(o, ",\"serial\":");
-        out_json_str(o, p ? p->serial : "");
+        out_dev_id(o, i == 0, v->busid, v->vid, v->pid, v->speed, p ? p->model : "", p ? p->serial : "");
         outf(o, ",\"attached_to\":");
         if (v->attached_to[0])
             out_json_str(o, v->attached_to);
@@ -215,18 +255,33 @@ static void cmd_list(dongle_t *d, out_t *o)
     free(devs);
 }
 
+static void out_process(dongle_t *d, out_t *o)
+{
+    uint64_t rss = fleet_process_rss();
+    int nd = d->ngroup > 0 ? d->ngroup : 1;
+    outf(o, "\"process\":{\"rss\":%" PRIu64 ",\"dongles\":%d,\"rss_per_dongle\":%" PRIu64
+            ",\"agent_bytes\":%zu}}",
+         rss, nd, rss / (uint64_t)nd, dongle_agent_footprint(d));
+}
+
 static void cmd_stats(dongle_t *d, out_t *o)
 {
+    outf(o, "ok {\"power\":\"%s\",\"link\":\"%s\",", d->off ? "off" : "on", d->link_down ? "down" : "up");
+    if (d->off) {
+        out_process(d, o);
+        return;
+    }
     usbip_device_info_t *devs;
     int n = list_devices(d, &devs);
     if (n < 0) {
-        outf(o, "err out of memory");
+        snprintf(o->buf, o->len, "err out of memory");
+        o->pos = strlen(o->buf);
         return;
     }
     usbip_buffer_stats_t b;
     usbip_server_buffer_stats(d->srv, &b);
     outf(o,
-         "ok {\"buffers\":{\"budget\":%zu,\"block_size\":%zu,\"used\":%zu,\"peak\":%zu,\"waits\":%" PRIu64
+         "\"buffers\":{\"budget\":%zu,\"block_size\":%zu,\"used\":%zu,\"peak\":%zu,\"waits\":%" PRIu64
          ",\"too_big\":%" PRIu64 "},\"copies\":%" PRIu64 ",\"devices\":[",
          b.budget, b.block_size, b.used, b.peak, b.waits, b.too_big, usbip_server_copies(d->srv));
     for (int i = 0; i < n; i++) {
@@ -242,11 +297,8 @@ static void cmd_stats(dongle_t *d, out_t *o)
              s->errors.overflow, s->errors.nodev, s->errors.timeout, s->errors.other, s->latency_p50_us,
              s->latency_p99_us, s->latency_max_us);
     }
-    uint64_t rss = fleet_process_rss();
-    int nd = d->ngroup > 0 ? d->ngroup : 1;
-    outf(o, "],\"process\":{\"rss\":%" PRIu64 ",\"dongles\":%d,\"rss_per_dongle\":%" PRIu64
-            ",\"agent_bytes\":%zu}}",
-         rss, nd, rss / (uint64_t)nd, dongle_agent_footprint(d));
+    outf(o, "],");
+    out_process(d, o);
     free(devs);
 }
 
@@ -335,8 +387,39 @@ void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_
     }
     char *cmd = word(&rest);
     char err[256] = "";
-    if (!cmd) {
+    /* powered off, only the power switch and the read-only views work (quit
+     * stops the whole process) */
+    if (cmd && d->off && strcmp(cmd, "start") && strcmp(cmd, "list") && strcmp(cmd, "stats") &&
+        strcmp(cmd, "quit")) {
+        outf(&o, "err %s is powered off (start powers it on)", d->id);
+    } else if (!cmd) {
         outf(&o, "err empty command");
+    } else if (strcmp(cmd, "crash") == 0) {
+        if (word(&rest))
+            outf(&o, "err usage: crash");
+        else {
+            dongle_crash(d);
+            outf(&o, "ok");
+        }
+    } else if (strcmp(cmd, "start") == 0) {
+        if (word(&rest))
+            outf(&o, "err usage: start");
+        else if (!d->off)
+            outf(&o, "err %s is already running", d->id);
+        else if (d->start_requested)
+            outf(&o, "err %s is already powering on", d->id);
+        else {
+            d->start_requested = true;
+            outf(&o, "ok");
+        }
+    } else if (strcmp(cmd, "net") == 0) {
+        char *v = word(&rest);
+        if (!v || word(&rest) || (strcmp(v, "on") && strcmp(v, "off")))
+            outf(&o, "err usage: net on|off");
+        else {
+            dongle_set_link(d, strcmp(v, "on") == 0);
+            outf(&o, "ok");
+        }
     } else if (strcmp(cmd, "plug") == 0) {
         char *spec = word(&rest), busid[32];
         if (!spec || word(&rest))
@@ -397,7 +480,8 @@ void dongle_command(dongle_t *d, const char *line_in, char *reply, size_t reply_
         d->quit = true;
         outf(&o, "ok");
     } else {
-        outf(&o, "err unknown command '%s' (plug, unplug, grant, revoke, enforce, list, stats, dev, quit)", cmd);
+        outf(&o, "err unknown command '%s' (plug, unplug, grant, revoke, enforce, list, stats, dev, crash, start, "
+                 "net, quit)", cmd);
     }
     if (o.overflow)
         snprintf(reply, reply_len, "err reply too long");

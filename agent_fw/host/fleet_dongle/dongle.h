@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "fleet_agent/agent.h"
+#include "fleet_agent/boot.h"
 #include "usbip/usbip_server.h"
 #include "usbip_posix/posix_port.h"
 #include "vhc/vhc.h"
@@ -29,6 +30,8 @@ typedef struct {
     char spec[DONGLE_SPEC_MAX];   /* as plugged, for a port-power "on" or a reboot */
     bool have_desc;
     fleet_agent_dev_desc_t desc;  /* descriptor summary for the agent's state */
+    uint16_t vid, pid;            /* listed while the dongle is powered off */
+    int speed;
 } dongle_plugged_t;
 
 /* What every dongle of the process is started with. */
@@ -42,6 +45,8 @@ typedef struct {
     const char *mqtt_url;
     const char *state_dir;        /* each dongle gets <state_dir>/<id>/ (config, OTA slots) */
     uint32_t telemetry_s;
+    uint16_t mqtt_keepalive_s;    /* the broker publishes the Last Will after 1.5x this of silence */
+    int64_t ota_rate;             /* OTA download cap in bytes/s (the simulated Wi-Fi); 0 = none */
     const char *ota_pubkey_file;  /* enables OTA (needs state_dir) */
     uint8_t *ota_pubkey;
     size_t ota_pubkey_len;
@@ -64,10 +69,17 @@ typedef struct dongle {
     posix_log_t log_cfg;
     dongle_plugged_t *plugged;    /* plugged_cap slots: 64 alone, fewer per dongle in multi mode */
     int plugged_cap;
+    int port;                     /* bound USB/IP port; kept across boots */
     dongle_agent_t *agent;        /* NULL without --mqtt */
+    struct fleet_files_store *store; /* OTA slots, open while powered (with --ota-pubkey) */
+    fleet_boot_t boot;            /* the simulated bootloader's last choice */
+    bool no_listener;             /* the booted image's fault directive: no USB/IP listener */
     struct dongle **group;        /* every dongle of the process (the control channel's @id) */
     int ngroup;
     bool quit;
+    bool off;                     /* powered off ("crash"): nothing but the plugged devices exists */
+    bool start_requested;         /* "start": the main loop powers it on at its next tick */
+    bool link_down;               /* "net off": no socket of this dongle is served */
 } dongle_t;
 
 /* instance.c: bring one dongle up (vhc, listener, core, devices) and down. */
@@ -75,6 +87,12 @@ int dongle_start(dongle_t *d, const char *const *specs, int nspecs, char *err, s
 void dongle_stop(dongle_t *d);
 /* A reset: everything goes and comes back, with the devices plugged now. */
 int dongle_restart(dongle_t *d, char *err, size_t err_len);
+/* Power cut ("crash"): agent, core, listener and sessions go at once, no
+ * goodbye anywhere; the plugged devices are remembered for "start". */
+void dongle_crash(dongle_t *d);
+/* Power on after a crash: a boot with boot_reason; on failure the dongle
+ * stays off. */
+int dongle_power_on(dongle_t *d, const char *boot_reason, char *err, size_t err_len);
 
 /* Plug a device from a spec ("msc:size=8M,port=1-2"). Writes the busid. */
 int dongle_plug(dongle_t *d, const char *spec, char *busid, size_t busid_len, char *err, size_t err_len);
@@ -90,9 +108,20 @@ typedef struct control control_t;
 int control_open(dongle_t *d, const char *path, control_t **out, char *err, size_t err_len);
 void control_close(control_t *c);
 
+/* agent_glue.c: the simulated bootloader (with --ota-pubkey): open the OTA
+ * slots, pick the one to start and read its image's fault directive into
+ * d->no_listener. dongle_start calls it, dongle_stop closes the slots. */
+int dongle_boot(dongle_t *d, char *err, size_t err_len);
+void dongle_unboot(dongle_t *d);
+/* Cut or restore the dongle's network: USB/IP listener and sessions, MQTT, mDNS. */
+void dongle_set_link(dongle_t *d, bool up);
+
 /* agent_glue.c: the fleet agent of one dongle. */
 int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t err_len);
 void dongle_agent_stop(dongle_t *d, const char *reason);
+/* Power cut: the agent vanishes without a word (the broker's Last Will and
+ * no mDNS goodbye tell the world). */
+void dongle_agent_power_cut(dongle_t *d);
 /* Every ~100 ms. Returns true when the dongle asked for a reboot. */
 bool dongle_agent_tick(dongle_t *d, char *reboot_reason, size_t len);
 void dongle_agent_second(dongle_t *d); /* MQTT keepalive */

@@ -1,8 +1,10 @@
 /*
- * instance.c - one simulated dongle's life: the host controller, the USB/IP
- * listener and core, the devices; and a restart (the "reboot" command, or
- * the OTA reset into the new slot) that takes all of it down and brings it
- * back with the devices that were plugged, as power-cycling a board would.
+ * instance.c - one simulated dongle's life: the boot (slot choice), the host
+ * controller, the USB/IP listener and core, the devices; a restart (the
+ * "reboot" command, or the OTA reset into the new slot) that takes all of it
+ * down and brings it back with the devices that were plugged, as
+ * power-cycling a board would; and a power cut ("crash") that leaves it
+ * down until "start".
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,15 +42,31 @@ int dongle_start(dongle_t *d, const char *const *specs, int nspecs, char *err, s
     scfg.enforce_grants = o->enforce;
     posix_log_level_parse(o->log_level, &d->log_cfg.max_level);
 
+    if (dongle_boot(d, err, err_len) != 0)
+        return -1;
     if (vhc_create(&vcfg, &d->vhc) != 0) {
         snprintf(err, err_len, "cannot create the host controller");
+        dongle_unboot(d);
         return -1;
     }
-    if (posix_net_listen(d->loop, d->listen, &d->net, err, err_len) != 0) {
+    int rc = d->no_listener ? posix_net_create(d->loop, &d->net, err, err_len)
+                            : posix_net_listen(d->loop, d->listen, &d->net, err, err_len);
+    if (rc != 0) {
         vhc_destroy(d->vhc);
         d->vhc = NULL;
+        dongle_unboot(d);
         return -1;
     }
+    if (!d->no_listener) {
+        d->port = posix_net_bound_port(d->net);
+        /* the next boot listens on the same port, as the board always does on 3240 */
+        const char *colon = strrchr(d->listen, ':');
+        if (colon && strcmp(colon, ":0") == 0)
+            snprintf(d->listen + (colon - d->listen), sizeof(d->listen) - (size_t)(colon - d->listen), ":%d",
+                     d->port);
+    }
+    if (d->link_down)
+        posix_net_set_link(d->net, false);
     usbip_server_ports_t ports = {
         .usb = vhc_uhp_ops(),
         .usb_ctx = d->vhc,
@@ -64,6 +82,7 @@ int dongle_start(dongle_t *d, const char *const *specs, int nspecs, char *err, s
         vhc_destroy(d->vhc);
         d->net = NULL;
         d->vhc = NULL;
+        dongle_unboot(d);
         return -1;
     }
     posix_net_attach(d->net, d->srv);
@@ -101,6 +120,7 @@ void dongle_stop(dongle_t *d)
     d->srv = NULL;
     d->net = NULL;
     d->vhc = NULL;
+    dongle_unboot(d);
 }
 
 int dongle_restart(dongle_t *d, char *err, size_t err_len)
@@ -127,4 +147,24 @@ int dongle_restart(dongle_t *d, char *err, size_t err_len)
     free(specs);
     free(ptrs);
     return rc;
+}
+
+void dongle_crash(dongle_t *d)
+{
+    dongle_agent_power_cut(d);
+    /* d->plugged stays: the devices are hardware, still in their ports */
+    dongle_stop(d);
+    d->off = true;
+}
+
+int dongle_power_on(dongle_t *d, const char *boot_reason, char *err, size_t err_len)
+{
+    if (dongle_restart(d, err, err_len) != 0)
+        return -1;
+    if (dongle_agent_start(d, boot_reason, err, err_len) != 0) {
+        dongle_stop(d);
+        return -1;
+    }
+    d->off = false;
+    return 0;
 }

@@ -8,7 +8,7 @@
  *                [--bus-timing] [--id esp-xxxxxxxxxxxx] [--keepalive-s N]
  *                [--log-level error|warn|info|debug]
  *                [--mqtt mqtt://HOST:PORT [--state-dir DIR] [--telemetry-interval S]
- *                 [--mdns] [--ota-pubkey PEM]]
+ *                 [--mqtt-keepalive S] [--mdns] [--ota-pubkey PEM] [--ota-rate BYTES_PER_S]]
  *   many dongles in one process, each on its own address, port 3240:
  *   fleet-dongle --dongles N --base-address 127.1.0.1 [--base-mac 02f1ee000001] ...
  */
@@ -48,8 +48,10 @@ typedef struct {
     const char *mqtt;
     const char *state_dir;
     long long telemetry_s;
+    long long mqtt_keepalive_s;
     bool mdns;
     const char *ota_pubkey;
+    long long ota_rate;
     long long dongles;     /* 0: single-dongle mode */
     const char *base_address;
     const char *base_mac;
@@ -62,7 +64,7 @@ static void usage(FILE *f)
             "                    [--control PATH|-] [--buffer-budget BYTES] [--bus-timing] [--id ID]\n"
             "                    [--keepalive-s N] [--log-level error|warn|info|debug]\n"
             "                    [--mqtt mqtt://HOST:PORT [--state-dir DIR] [--telemetry-interval S] [--mdns]\n"
-            "                     [--ota-pubkey PEM]]\n"
+            "                     [--mqtt-keepalive S] [--ota-pubkey PEM] [--ota-rate BYTES_PER_S]]\n"
             "                    [--dongles N --base-address 127.X.Y.Z [--base-mac HEX12]]\n"
             "SPEC = model[:k=v,...], models msc, hid-keyboard, cdc-acm, probe, hub; port=1-2.3 picks the port\n");
 }
@@ -91,7 +93,7 @@ static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
 static int parse_args(int argc, char **argv, args_t *a)
 {
     *a = (args_t){.listen = "127.0.0.1:3240", .chip = "s3", .id = "esp-000000000000", .keepalive_s = 10,
-                  .log_level = "info", .telemetry_s = 10, .base_mac = "02f1ee000001"};
+                  .log_level = "info", .telemetry_s = 10, .mqtt_keepalive_s = 30, .base_mac = "02f1ee000001"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -101,7 +103,8 @@ static int parse_args(int argc, char **argv, args_t *a)
                      strcmp(o, "--mqtt") == 0 || strcmp(o, "--state-dir") == 0 ||
                      strcmp(o, "--telemetry-interval") == 0 || strcmp(o, "--ota-pubkey") == 0 ||
                      strcmp(o, "--dongles") == 0 || strcmp(o, "--base-address") == 0 ||
-                     strcmp(o, "--base-mac") == 0;
+                     strcmp(o, "--base-mac") == 0 || strcmp(o, "--mqtt-keepalive") == 0 ||
+                     strcmp(o, "--ota-rate") == 0;
         if (takes && !v) {
             fprintf(stderr, "fleet-dongle: %s needs a value\n", o);
             return -1;
@@ -173,6 +176,20 @@ static int parse_args(int argc, char **argv, args_t *a)
                 return -1;
             }
             a->telemetry_s = n;
+        } else if (strcmp(o, "--mqtt-keepalive") == 0) {
+            /* libmosquitto refuses a keepalive under 5 s */
+            if (!parse_ll(v, 5, 3600, &n)) {
+                fprintf(stderr, "fleet-dongle: --mqtt-keepalive must be 5..3600 seconds, got '%s'\n", v);
+                return -1;
+            }
+            a->mqtt_keepalive_s = n;
+        } else if (strcmp(o, "--ota-rate") == 0) {
+            if (!parse_ll(v, 0, 1LL << 40, &n)) {
+                fprintf(stderr, "fleet-dongle: --ota-rate must be 0 (no cap) or a rate in bytes per second "
+                                "(K/M suffixes allowed), got '%s'\n", v);
+                return -1;
+            }
+            a->ota_rate = n;
         } else if (strcmp(o, "--mdns") == 0) {
             a->mdns = true;
             continue;
@@ -277,6 +294,7 @@ int main(int argc, char **argv)
     dongle_opts_t opts = {.chip = a.chip, .enforce = a.enforce, .bus_timing = a.bus_timing, .budget = a.budget,
                           .keepalive_s = a.keepalive_s, .log_level = a.log_level, .mqtt_url = a.mqtt,
                           .state_dir = a.state_dir, .telemetry_s = (uint32_t)a.telemetry_s,
+                          .mqtt_keepalive_s = (uint16_t)a.mqtt_keepalive_s, .ota_rate = a.ota_rate,
                           .ota_pubkey_file = a.ota_pubkey, .ndongles = n};
     if (a.ota_pubkey && !(opts.ota_pubkey = read_file(a.ota_pubkey, &opts.ota_pubkey_len))) {
         fprintf(stderr, "fleet-dongle: --ota-pubkey %s: cannot read it\n", a.ota_pubkey);
@@ -367,8 +385,8 @@ int main(int argc, char **argv)
     }
     if (multi)
         for (int i = 0; i < n; i++)
-            printf("dongle %s %s:%d\n", group[i]->id, group[i]->ip, posix_net_bound_port(group[i]->net));
-    printf("listening on %s:%d\n", group[0]->ip, posix_net_bound_port(group[0]->net));
+            printf("dongle %s %s:%d\n", group[i]->id, group[i]->ip, group[i]->port);
+    printf("listening on %s:%d\n", group[0]->ip, group[0]->port);
 
     usbip_clock_t clk = posix_clock();
     uint64_t next_tick = 0, next_second = 0;
@@ -383,6 +401,15 @@ int main(int argc, char **argv)
             next_tick = now + TICK_MS * 1000u;
             for (int i = 0; i < n; i++) {
                 dongle_t *d = group[i];
+                if (d->start_requested) {
+                    /* here, not in the control callback: a boot runs the loop while devices enumerate */
+                    d->start_requested = false;
+                    if (dongle_power_on(d, "power_on", err, sizeof(err)) != 0)
+                        fprintf(stderr, "fleet-dongle: %s: power on failed, still off: %s\n", d->id, err);
+                }
+                quit = quit || d->quit;
+                if (d->off)
+                    continue;
                 usbip_server_tick(d->srv);
                 char why[160];
                 if (dongle_agent_tick(d, why, sizeof(why))) {
@@ -393,7 +420,6 @@ int main(int argc, char **argv)
                         quit = true;
                     }
                 }
-                quit = quit || d->quit;
             }
         }
         if (now >= next_second) {

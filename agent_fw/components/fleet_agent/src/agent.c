@@ -273,6 +273,10 @@ static void on_connect(void *arg, bool ok, const char *why)
         cJSON *d = cJSON_CreateObject();
         cJSON_AddStringToObject(d, "reason", a->boot_reason);
         agent_event(a, "rebooted", NULL, NULL, d);
+        /* what the OTA machine found at boot (confirm or rollback) was
+         * emitted before this agent existed */
+        if (a->p.ota)
+            fleet_ota_report_boot(a->p.ota);
     }
     a->next_telemetry_ms = agent_now_ms(a) + (uint64_t)a->telemetry_s * 1000u;
     LOG(a, FLEET_LOG_INFO, "mqtt %s: online", a->url);
@@ -619,11 +623,16 @@ fleet_selftest_verdict_t fleet_agent_selftest(void *agent_slot, const char *save
     saved_devices_text(a, now, FLEET_OTA_DEVICES_MAX);
     bool devs = strcmp(now, saved ? saved : "") == 0;
     free(now);
-    /* the core exists, so its listener was bound before the agent started */
-    snprintf(checks, cl, "{\"network\":%s,\"mqtt\":%s,\"usbip_listener\":true,\"devices\":%s}",
-             net ? "true" : "false", mqtt ? "true" : "false", devs ? "true" : "false");
+    bool listening = !a->p.host || !a->p.host->usbip_listening || a->p.host->usbip_listening(a->p.host_ctx);
+    snprintf(checks, cl, "{\"network\":%s,\"mqtt\":%s,\"usbip_listener\":%s,\"devices\":%s}",
+             net ? "true" : "false", mqtt ? "true" : "false", listening ? "true" : "false", devs ? "true" : "false");
     if (!net || !mqtt)
-        return FLEET_SELFTEST_PENDING;
+        return FLEET_SELFTEST_PENDING; /* the verdict must reach the service */
+    if (!listening) {
+        /* bound at start-up or never: waiting does not bring it */
+        fleet_reason(reason, rl, "usbip_listener: USB/IP listener not up");
+        return FLEET_SELFTEST_FAIL;
+    }
     if (!devs) {
         if (agent_now_ms(a) - a->t0_ms < 10000u)
             return FLEET_SELFTEST_PENDING;

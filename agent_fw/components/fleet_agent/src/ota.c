@@ -42,8 +42,7 @@ const char *fleet_ota_event_step(const fleet_ota_event_t *ev)
     case FLEET_OTA_PENDING_REBOOT: return "boot";
     case FLEET_OTA_SELF_TEST: return "selftest";
     case FLEET_OTA_ROLLBACK_PENDING: return "rollback";
-    case FLEET_OTA_IDLE: return "confirm"; /* the only step that ends in IDLE on success */
-    default: return "verify";              /* manifest or image verification */
+    default: return "verify"; /* manifest or image verification */
     }
 }
 
@@ -82,6 +81,32 @@ static void emit(fleet_ota_t *ota, fleet_ota_event_kind_t kind)
     ota->cfg.on_event(ota->cfg.event_arg, &ev);
 }
 
+/* Report what init found across the reset, now and for fleet_ota_report_boot. */
+static void boot_outcome(fleet_ota_t *ota, fleet_ota_event_kind_t kind)
+{
+    ota->boot_outcome = true;
+    ota->boot_kind = kind;
+    snprintf(ota->boot_request_id, sizeof ota->boot_request_id, "%s", ota->m.request_id);
+    snprintf(ota->boot_version, sizeof ota->boot_version, "%s", ota->m.version);
+    snprintf(ota->boot_reason, sizeof ota->boot_reason, "%s", kind == FLEET_OTA_EV_ROLLED_BACK ? ota->reason : "");
+    emit(ota, kind);
+}
+
+void fleet_ota_report_boot(fleet_ota_t *ota)
+{
+    if (!ota->boot_outcome || !ota->cfg.on_event) return;
+    ota->boot_outcome = false;
+    fleet_ota_event_t ev = {
+        .kind = ota->boot_kind,
+        .state = ota->state,
+        .request_id = ota->boot_request_id,
+        .version = ota->boot_version,
+        .reason = ota->boot_reason,
+        .checks = "",
+    };
+    ota->cfg.on_event(ota->cfg.event_arg, &ev);
+}
+
 static int go(fleet_ota_t *ota, fleet_ota_state_t to)
 {
     if (!fleet_ota_transition_allowed(ota->state, to)) {
@@ -91,7 +116,10 @@ static int go(fleet_ota_t *ota, fleet_ota_state_t to)
     }
     ota->state = to;
     fleet_logf(ota->cfg.log, ota->cfg.log_ctx, FLEET_LOG_INFO, "ota: %s", fleet_ota_state_name(to));
-    emit(ota, FLEET_OTA_EV_STEP);
+    /* IDLE is never a step of its own: the event that led there (REFUSED,
+     * FAILED, CONFIRMED) already told how the update ended. */
+    if (to != FLEET_OTA_IDLE)
+        emit(ota, FLEET_OTA_EV_STEP);
     return FLEET_OK;
 }
 
@@ -228,7 +256,7 @@ int fleet_ota_init(fleet_ota_t *ota, const fleet_ota_config_t *cfg)
     if (!have) return FLEET_OK;
     if (st.target_slot == running && od.slot[running].state == FLEET_IMG_VALID) {
         /* Confirmed, but the reset came before the record was dropped. */
-        emit(ota, FLEET_OTA_EV_CONFIRMED);
+        boot_outcome(ota, FLEET_OTA_EV_CONFIRMED);
         cfg->kv->erase(cfg->kv_ctx, KEY_STAGED);
         return FLEET_OK;
     }
@@ -248,7 +276,7 @@ int fleet_ota_init(fleet_ota_t *ota, const fleet_ota_config_t *cfg)
         else
             fleet_reason(ota->reason, sizeof ota->reason, "%s; rolled back to %s",
                          st.failure[0] ? st.failure : "self-test failed", ota->running_version);
-        emit(ota, FLEET_OTA_EV_ROLLED_BACK);
+        boot_outcome(ota, FLEET_OTA_EV_ROLLED_BACK);
     }
     cfg->kv->erase(cfg->kv_ctx, KEY_STAGED);
     return FLEET_OK;

@@ -196,6 +196,8 @@ void ev_record(void *arg, const fleet_ota_event_t *ev)
     l->kind[l->n] = ev->kind;
     l->state[l->n] = ev->state;
     snprintf(l->reason[l->n], FLEET_REASON_MAX, "%s", ev->reason ? ev->reason : "");
+    snprintf(l->request_id[l->n], FLEET_REQUEST_ID_MAX, "%s", ev->request_id ? ev->request_id : "");
+    snprintf(l->version[l->n], FLEET_VERSION_MAX, "%s", ev->version ? ev->version : "");
     l->n++;
 }
 

@@ -79,6 +79,8 @@ typedef struct {
     fleet_ota_event_kind_t kind[64];
     fleet_ota_state_t state[64];
     char reason[64][FLEET_REASON_MAX];
+    char request_id[64][FLEET_REQUEST_ID_MAX];
+    char version[64][FLEET_VERSION_MAX];
     int n;
 } ev_log_t;
 void ev_record(void *arg, const fleet_ota_event_t *ev);

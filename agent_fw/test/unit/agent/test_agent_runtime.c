@@ -321,6 +321,31 @@ static void test_reboot_port_power_and_bad_commands(void)
     free(rt);
 }
 
+static void test_selftest_checks_the_usbip_listener(void)
+{
+    rt_t *rt = calloc(1, sizeof(*rt));
+    rt_init(rt, false, false);
+    rt->usbip_down = true;
+    char checks[256], why[FLEET_REASON_MAX] = "";
+    /* offline, the verdict could not be reported: wait */
+    TL_EQ_INT(fleet_agent_selftest(&rt->agent, "", checks, sizeof checks, why, sizeof why), FLEET_SELFTEST_PENDING);
+    rt_online(rt);
+    TL_EQ_INT(fleet_agent_selftest(&rt->agent, "", checks, sizeof checks, why, sizeof why), FLEET_SELFTEST_FAIL);
+    TL_EQ_STR(why, "usbip_listener: USB/IP listener not up");
+    cJSON *c = cJSON_Parse(checks);
+    TL_CHECK(cJSON_IsFalse(cJSON_GetObjectItem(c, "usbip_listener")));
+    TL_CHECK(cJSON_IsTrue(cJSON_GetObjectItem(c, "mqtt")));
+    cJSON_Delete(c);
+    /* listening, the same call waits for the devices instead */
+    rt->usbip_down = false;
+    why[0] = 0;
+    TL_EQ_INT(fleet_agent_selftest(&rt->agent, "", checks, sizeof checks, why, sizeof why), FLEET_SELFTEST_PENDING);
+    TL_CHECK(strstr(checks, "\"usbip_listener\":true") != NULL);
+    TL_EQ_STR(why, "");
+    rt_fini(rt);
+    free(rt);
+}
+
 int main(void)
 {
     TL_RUN(test_identity_and_online);
@@ -328,5 +353,6 @@ int main(void)
     TL_RUN(test_hotplug_events);
     TL_RUN(test_telemetry_and_config);
     TL_RUN(test_reboot_port_power_and_bad_commands);
+    TL_RUN(test_selftest_checks_the_usbip_listener);
     return TL_RESULT();
 }

@@ -3,6 +3,7 @@
  * fixtures the Python service is tested with: every valid cmd-* fixture is
  * accepted, every invalid one refused with a reason naming the field that
  * fleet/contracts/mqtt/v1/fixtures/invalid/_expected_fields.json names.
+ * config and ota are parsed as the agent does it: the envelope, then the body.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -11,7 +12,9 @@
 
 #include "cJSON.h"
 #include "fleet_agent/agent.h"
+#include "fleet_agent/config.h"
 #include "fleet_agent/err.h"
+#include "fleet_agent/manifest.h"
 #include "testlib.h"
 
 #ifndef FLEET_CONTRACTS_DIR
@@ -31,6 +34,19 @@ static char *slurp(const char *path, size_t *len)
     buf[*len] = 0;
     fclose(f);
     return buf;
+}
+
+/* The agent's whole parse of one command payload. */
+static int parse(int kind, const char *doc, size_t len, fleet_cmd_t *c, char *reason, size_t rl)
+{
+    static fleet_config_t cfg;
+    static fleet_manifest_t man;
+    int rc = fleet_cmd_parse((fleet_cmd_kind_t)kind, doc, len, c, reason, rl);
+    if (rc == FLEET_OK && kind == FLEET_CMD_CONFIG)
+        rc = fleet_config_parse(doc, len, &cfg, reason, rl);
+    if (rc == FLEET_OK && kind == FLEET_CMD_OTA)
+        rc = fleet_manifest_parse(doc, len, &man, reason, rl);
+    return rc;
 }
 
 /* "cmd-grant.case.json" -> kind of "grant"; -1 if not a command we parse. */
@@ -64,7 +80,7 @@ static void test_valid_fixtures(void)
         char *doc = slurp(path, &len);
         fleet_cmd_t c;
         char reason[FLEET_REASON_MAX] = "";
-        int rc = fleet_cmd_parse((fleet_cmd_kind_t)k, doc, len, &c, reason, sizeof(reason));
+        int rc = parse(k, doc, len, &c, reason, sizeof(reason));
         if (rc != FLEET_OK)
             fprintf(stderr, "  %s refused: %s\n", e->d_name, reason);
         TL_EQ_INT(rc, FLEET_OK);
@@ -78,6 +94,8 @@ static void test_valid_fixtures(void)
     TL_CHECK(seen[FLEET_CMD_REVOKE] >= 2);
     TL_CHECK(seen[FLEET_CMD_REBOOT] >= 2);
     TL_CHECK(seen[FLEET_CMD_PORT_POWER] >= 2);
+    TL_CHECK(seen[FLEET_CMD_CONFIG] >= 2);
+    TL_CHECK(seen[FLEET_CMD_OTA] >= 2);
 }
 
 static void test_invalid_fixtures(void)
@@ -107,7 +125,7 @@ static void test_invalid_fixtures(void)
         char *doc = slurp(path, &len);
         fleet_cmd_t c;
         char reason[FLEET_REASON_MAX] = "";
-        int rc = fleet_cmd_parse((fleet_cmd_kind_t)k, doc, len, &c, reason, sizeof(reason));
+        int rc = parse(k, doc, len, &c, reason, sizeof(reason));
         if (rc == FLEET_OK)
             fprintf(stderr, "  %s accepted but must be refused\n", e->d_name);
         TL_EQ_INT(rc, FLEET_ERR_INVALID);

@@ -165,7 +165,7 @@ static void h_reboot(void *ctx, const char *reason)
     snprintf(s->reboot_reason, sizeof(s->reboot_reason), "%s", reason);
 }
 
-static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, NULL};
+static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, NULL, NULL};
 
 /* A (simulated) reset: the bootloader picks the slot, OTA resumes its state. */
 static int boot_ota(sim_t *s, const char **boot_reason)

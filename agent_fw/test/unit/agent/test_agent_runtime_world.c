@@ -175,7 +175,11 @@ static void h_reboot(void *ctx, const char *reason)
     rt->reboots++;
     snprintf(rt->reboot_reason, sizeof(rt->reboot_reason), "%s", reason);
 }
-static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, NULL};
+static bool h_usbip_listening(void *ctx)
+{
+    return !((rt_t *)ctx)->usbip_down;
+}
+static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, NULL, h_usbip_listening};
 
 void rt_init(rt_t *rt, bool enforce, bool with_kv)
 {

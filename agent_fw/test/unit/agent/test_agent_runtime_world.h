@@ -45,6 +45,7 @@ typedef struct {
     int pp_calls;
     char pp_busid[32], pp_action[8];
     bool with_kv;
+    bool usbip_down;         /* the host says the USB/IP listener is not up */
     /* kv */
     struct { bool used; char key[16]; char val[4096]; size_t len; } kv[8];
 } rt_t;

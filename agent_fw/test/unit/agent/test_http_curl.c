@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent_posix.h"
 #include "fleet_agent/err.h"
@@ -119,6 +120,33 @@ static void test_416_and_errors(void)
     free(s);
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --ota-rate: the simulated Wi-Fi link. 50000 bytes at 100000 B/s take half a
+ * second, not the millisecond loopback would. */
+static void test_rate_cap(void)
+{
+    sink_state_t *s = calloc(1, sizeof *s);
+    fleet_curl_http_t slow = http;
+    slow.max_recv_bytes_per_s = 100000;
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fw/img.bin", srv.port);
+    fleet_http_sink_t sink = {on_response, on_data, s};
+    double t0 = mono_s();
+    TL_EQ_INT(fleet_curl_http_ops.get(&slow, url, 0, &sink), FLEET_OK);
+    double took = mono_s() - t0;
+    TL_EQ_INT(s->len, FILE_LEN);
+    TL_EQ_MEM(s->body, file, FILE_LEN);
+    TL_CHECK(took >= 0.45);
+    TL_CHECK(took < 3.0);
+    free(s);
+}
+
 int main(void)
 {
     char dir[64];
@@ -132,6 +160,7 @@ int main(void)
     TL_RUN(test_full_and_range);
     TL_RUN(test_server_without_range);
     TL_RUN(test_416_and_errors);
+    TL_RUN(test_rate_cap);
     tu_server_stop(&srv);
     tu_rmrf(dir);
     return TL_RESULT();

@@ -139,9 +139,16 @@ static void test_happy_path(void)
     TL_EQ_INT(fx.store.od.slot[1].state, FLEET_IMG_VALID);
     TL_EQ_INT(fleet_ota_state(&fx.ota), FLEET_OTA_IDLE);
     TL_EQ_INT(ev_count(&fx.ev, FLEET_OTA_EV_CONFIRMED), 1);
+    int c = ev_last(&fx.ev, FLEET_OTA_EV_CONFIRMED);
+    /* the service matches the outcome to its command by request_id */
+    TL_EQ_STR(fx.ev.request_id[c], manifest.request_id);
+    TL_EQ_STR(fx.ev.version[c], "0.4.0");
     int s = ev_last(&fx.ev, FLEET_OTA_EV_SELFTEST);
     TL_CHECK(s >= 0);
     TL_CHECK(!mem_kv_has(&fx.kv, "ota_staged"));
+    /* decided while running: nothing was left for fleet_ota_report_boot */
+    fleet_ota_report_boot(&fx.ota);
+    TL_EQ_INT(ev_count(&fx.ev, FLEET_OTA_EV_CONFIRMED), 1);
 
     /* confirmed firmware keeps booting */
     b = reboot();
@@ -296,9 +303,23 @@ static void test_selftest_failure_rolls_back(void)
     TL_CHECK(r >= 0);
     if (r >= 0) TL_EQ_STR(fx.ev.reason[r], "self-test failed: device 1-1 missing; rolled back to 0.3.0");
     TL_EQ_INT(fleet_ota_state(&fx.ota), FLEET_OTA_IDLE);
+    /* init reported it before anyone could publish: the agent asks again
+     * once online, and gets it with the command's request_id, once */
+    memset(&fx.ev, 0, sizeof fx.ev);
+    fleet_ota_report_boot(&fx.ota);
+    TL_EQ_INT(fx.ev.n, 1);
+    TL_EQ_INT(fx.ev.kind[0], FLEET_OTA_EV_ROLLED_BACK);
+    TL_EQ_STR(fx.ev.reason[0], "self-test failed: device 1-1 missing; rolled back to 0.3.0");
+    TL_EQ_STR(fx.ev.request_id[0], manifest.request_id);
+    TL_EQ_STR(fx.ev.version[0], "0.4.0");
+    TL_EQ_STR(fleet_ota_event_step(&(fleet_ota_event_t){.kind = fx.ev.kind[0], .state = fx.ev.state[0]}), "rollback");
+    fleet_ota_report_boot(&fx.ota);
+    TL_EQ_INT(fx.ev.n, 1);
     /* reported once, not on every boot */
     reboot();
     TL_EQ_INT(ev_count(&fx.ev, FLEET_OTA_EV_ROLLED_BACK), 0);
+    fleet_ota_report_boot(&fx.ota);
+    TL_EQ_INT(fx.ev.n, 0);
     /* the invalid slot never boots again; a new OTA may reuse it */
     TL_EQ_INT(handle(&manifest), FLEET_OK);
 }

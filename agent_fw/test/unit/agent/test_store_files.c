@@ -11,6 +11,7 @@
 
 #include "agent_posix.h"
 #include "fleet_agent/err.h"
+#include "fleet_agent/image.h"
 #include "testlib.h"
 #include "testutil.h"
 
@@ -111,6 +112,60 @@ static void test_boot_emulation_on_disk(void)
     TL_EQ_INT(od.boot_slot, 0);
     TL_EQ_INT(ops->running_slot(st), 0);
     TL_EQ_INT(ops->write_begin(st, 0, 0), FLEET_ERR_INVALID);
+    fleet_files_store_close(st);
+    tu_rmrf(dir);
+}
+
+/* Slot 1 holds a posix-sim image whose payload starts with text. */
+static void write_sim_slot(fleet_files_store_t *st, const char *text)
+{
+    uint8_t img[FLEET_SIM_HEADER_LEN + 256];
+    size_t n = fleet_image_sim_header(img, "0.5.0", 0, 0, 99);
+    memcpy(img + n, text, strlen(text));
+    n += strlen(text);
+    TL_EQ_INT(ops->write_begin(st, 1, 0), FLEET_OK);
+    TL_EQ_INT(ops->write(st, img, n), FLEET_OK);
+    TL_EQ_INT(ops->write_end(st), FLEET_OK);
+}
+
+static void test_sim_fault_directive(void)
+{
+    char dir[64], f[FLEET_SIM_FAULT_MAX];
+    tu_tmpdir(dir, sizeof dir);
+    fleet_files_store_t *st;
+    TL_EQ_INT(fleet_files_store_open(&st, dir, CAP, "0.3.0"), FLEET_OK);
+    /* the factory image has no file, and no directive */
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 0, f, sizeof f), 0);
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 0);
+    write_sim_slot(st, "fleet-sim-fault: no-usbip-listener\nrest of the payload");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 1);
+    TL_EQ_STR(f, "no-usbip-listener");
+    /* unknown names are the caller's to ignore */
+    write_sim_slot(st, "fleet-sim-fault: sparks\n");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 1);
+    TL_EQ_STR(f, "sparks");
+    /* only at the very start of the payload */
+    write_sim_slot(st, "x fleet-sim-fault: no-usbip-listener\n");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 0);
+    write_sim_slot(st, "");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 0);
+    /* a line that is not one: no newline, empty, odd characters, too long */
+    write_sim_slot(st, "fleet-sim-fault: no-usbip-listener");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), -1);
+    write_sim_slot(st, "fleet-sim-fault: \n");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), -1);
+    write_sim_slot(st, "fleet-sim-fault: No Listener\n");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), -1);
+    write_sim_slot(st, "fleet-sim-fault: no-usbip-listener\n");
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, 8), -1);
+    /* not a posix-sim image at all */
+    uint8_t esp[128] = {0xE9};
+    memcpy(esp + FLEET_SIM_HEADER_LEN, "fleet-sim-fault: x\n", 19);
+    TL_EQ_INT(ops->write_begin(st, 1, 0), FLEET_OK);
+    TL_EQ_INT(ops->write(st, esp, sizeof esp), FLEET_OK);
+    TL_EQ_INT(ops->write_end(st), FLEET_OK);
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 1, f, sizeof f), 0);
+    TL_EQ_INT(fleet_files_store_sim_fault(st, 7, f, sizeof f), 0);
     fleet_files_store_close(st);
     tu_rmrf(dir);
 }
@@ -268,6 +323,7 @@ int main(void)
     TL_RUN(test_factory_layout);
     TL_RUN(test_slot_rules);
     TL_RUN(test_boot_emulation_on_disk);
+    TL_RUN(test_sim_fault_directive);
     TL_RUN(test_interrupted_otadata_writes);
     TL_RUN(test_kill9_during_otadata_writes);
     TL_RUN(test_kv);

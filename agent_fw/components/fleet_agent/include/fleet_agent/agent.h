@@ -65,6 +65,9 @@ typedef struct {
     void (*reboot)(void *ctx, const char *reason);
     /* A config document was applied (log level, filters: owner business). */
     void (*config_applied)(void *ctx, const fleet_config_t *cfg, unsigned changed);
+    /* Whether the USB/IP listener is accepting connections (the self-test's
+     * usbip_listener check). NULL: it is, since the core exists. */
+    bool (*usbip_listening)(void *ctx);
 } fleet_agent_host_ops_t;
 
 typedef struct {

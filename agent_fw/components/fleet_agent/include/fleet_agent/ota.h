@@ -129,6 +129,12 @@ typedef struct {
     bool restarted;           /* the server ignored Range in the current attempt */
     int io_error;
     char reason[FLEET_REASON_MAX];
+    /* the outcome fleet_ota_init found (CONFIRMED / ROLLED_BACK), kept for
+     * fleet_ota_report_boot */
+    bool boot_outcome;
+    fleet_ota_event_kind_t boot_kind;
+    char boot_request_id[FLEET_REQUEST_ID_MAX], boot_version[FLEET_VERSION_MAX];
+    char boot_reason[FLEET_REASON_MAX];
 } fleet_ota_t;
 
 /* Read otadata and the staged-update record. If the running slot is
@@ -160,6 +166,12 @@ fleet_selftest_verdict_t fleet_ota_selftest_poll(fleet_ota_t *ota);
 
 /* Stop a running download at the next chunk (any thread). */
 void fleet_ota_cancel(fleet_ota_t *ota);
+
+/* Emit once more the outcome fleet_ota_init found across the reset (confirm
+ * or rollback, with the update's request_id, version and reason): init runs
+ * before anyone can publish, so the agent calls this once it is online.
+ * Only the first call emits; nothing when init found no outcome. */
+void fleet_ota_report_boot(fleet_ota_t *ota);
 
 /* The reason of the last refusal/failure ("" if none). */
 const char *fleet_ota_last_reason(const fleet_ota_t *ota);

@@ -49,6 +49,15 @@ void posix_net_attach(posix_net_t *net, usbip_server_t *srv);
 /* The net port: pass the posix_net_t as net_ctx. */
 const usbip_net_ops_t *posix_net_ops(void);
 int posix_net_bound_port(const posix_net_t *net);
+/* A net port without a listener (a firmware whose listener never came up):
+ * bound port 0, posix_net_listening() false. */
+int posix_net_create(posix_loop_t *loop, posix_net_t **out, char *err, size_t err_len);
+bool posix_net_listening(const posix_net_t *net);
+/* Simulated network cut: while down, neither the listener nor any connection
+ * is polled, read or written (the core's replies wait, connections stay
+ * open). Back up, everything resumes where it stopped. */
+void posix_net_set_link(posix_net_t *net, bool up);
+bool posix_net_link_up(const posix_net_t *net);
 /* Stops listening and closes every connection still open. */
 void posix_net_destroy(posix_net_t *net);
 

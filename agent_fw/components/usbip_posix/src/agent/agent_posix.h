@@ -45,6 +45,15 @@ void fleet_files_store_close(fleet_files_store_t *st);
  * state change, and make it the running slot. */
 int fleet_files_store_boot(fleet_files_store_t *st, fleet_boot_t *out);
 void fleet_files_store_set_fault(fleet_files_store_t *st, fleet_fault_fn fn, void *arg);
+/* The fault directive of the posix-sim image in slot (docs/ota.md): a
+ * payload starting with the line "fleet-sim-fault: <name>\n" makes the
+ * simulated firmware booted from it misbehave. 1 and the name in out; 0 when
+ * the slot has no image file or its payload no directive; -1 when the
+ * directive line is malformed (no newline, empty, longer than cap - 1 or
+ * characters other than a-z 0-9 -). */
+#define FLEET_SIM_FAULT_PREFIX "fleet-sim-fault: "
+#define FLEET_SIM_FAULT_MAX 64
+int fleet_files_store_sim_fault(const fleet_files_store_t *st, int slot, char *out, size_t cap);
 
 /* --- kv --- */
 typedef struct fleet_files_kv fleet_files_kv_t;
@@ -58,6 +67,7 @@ typedef struct {
     long connect_timeout_s; /* 0 = 10 */
     long stall_timeout_s;   /* abort if no byte arrives for this long; 0 = 30 */
     const char *ca_file;    /* PEM bundle to trust for https (NULL = system store) */
+    int64_t max_recv_bytes_per_s; /* download speed cap (a simulated link); 0 = none */
 } fleet_curl_http_t;        /* ctx of fleet_curl_http_ops; no other state */
 extern const fleet_http_ops_t fleet_curl_http_ops;
 

@@ -36,6 +36,13 @@ void fleet_mosq_destroy(fleet_mosq_t *m);
 void fleet_mosq_on_events(fleet_mosq_t *m, bool readable, bool writable);
 /* Keepalive pings and timeouts; call about once a second. */
 void fleet_mosq_tick(fleet_mosq_t *m);
+/* Simulated network cut: while down the socket is neither watched, read nor
+ * written, no ping is sent, publishes vanish and connects fail. Back up, the
+ * session carries on, or ends through the normal path if the broker closed it. */
+void fleet_mosq_set_link(fleet_mosq_t *m, bool up);
+/* Simulated power cut: the connection goes without DISCONNECT (the broker
+ * publishes the Last Will) and without telling the agent. */
+void fleet_mosq_power_cut(fleet_mosq_t *m);
 /* Split "mqtt://host[:port]" (also tcp://). false + reason when malformed. */
 bool fleet_mqtt_url_split(const char *url, char *host, size_t host_len, int *port, char *reason, size_t rl);
 
@@ -52,6 +59,12 @@ void fleet_mdns_on_readable(fleet_mdns_t *r);
 int fleet_mdns_fd(const fleet_mdns_t *r);
 /* Repeat announcements (RFC 6762 8.3: at least twice, a second apart). */
 void fleet_mdns_tick(fleet_mdns_t *r, uint64_t now_ms);
+/* Simulated power cut: stop answering for instance, without a goodbye. */
+void fleet_mdns_forget(fleet_mdns_t *r, const char *instance);
+/* Simulated network cut of one dongle: while down nothing is sent for
+ * instance (no answer, announcement or goodbye), published now or later;
+ * back up, it is announced again. */
+void fleet_mdns_set_link(fleet_mdns_t *r, const char *instance, bool up);
 
 /* ---- simulated system info --------------------------------------------- */
 typedef struct {

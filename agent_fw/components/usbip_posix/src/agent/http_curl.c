@@ -1,10 +1,12 @@
 /* http_curl.c - the agent's HTTP port on libcurl: one GET, optional Range,
  * body streamed to the sink, final status reported once before the body. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -14,6 +16,8 @@
 typedef struct {
     CURL *curl;
     const fleet_http_sink_t *sink;
+    int64_t rate;          /* bytes/s cap, 0 none */
+    uint64_t t0_ns, got;   /* pacing: start of the transfer, body bytes since */
     bool reported;
     bool stopped; /* a sink callback asked to stop */
     uint64_t range_start;
@@ -70,11 +74,36 @@ static int report(xfer_t *x)
     return 0;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* libcurl's own cap (CURLOPT_MAX_RECV_SPEED_LARGE) lets a loopback transfer
+ * through in bursts far above the rate (seen with 7.88), so the body is also
+ * paced here: a byte is taken no earlier than the cap allows. The transfer
+ * blocks its caller anyway. */
+static void pace(xfer_t *x, size_t len)
+{
+    x->got += len;
+    uint64_t due_ns = (uint64_t)((double)x->got * 1e9 / (double)x->rate);
+    uint64_t now = mono_ns() - x->t0_ns;
+    if (due_ns > now) {
+        uint64_t wait = due_ns - now;
+        struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000u), .tv_nsec = (long)(wait % 1000000000u)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+}
+
 static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 {
     xfer_t *x = arg;
     size_t len = size * n;
     if (report(x)) return 0;
+    if (x->rate > 0) pace(x, len);
     if (x->sink->on_data && x->sink->on_data(x->sink->arg, (const uint8_t *)buf, len)) {
         x->stopped = true;
         return 0; /* curl turns a short write into CURLE_WRITE_ERROR */
@@ -87,7 +116,8 @@ static int http_get(void *ctx, const char *url, uint64_t range_start, const flee
     const fleet_curl_http_t *cfg = ctx;
     if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
         return FLEET_ERR_INVALID;
-    xfer_t x = {.sink = sink, .cr_total = -1, .content_length = -1};
+    xfer_t x = {.sink = sink, .cr_total = -1, .content_length = -1,
+                .rate = cfg ? cfg->max_recv_bytes_per_s : 0, .t0_ns = mono_ns()};
     x.curl = curl_easy_init();
     if (!x.curl) return FLEET_ERR_NO_MEM;
     char range[32];
@@ -102,6 +132,11 @@ static int http_get(void *ctx, const char *url, uint64_t range_start, const flee
     curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME, cfg && cfg->stall_timeout_s ? cfg->stall_timeout_s : 30L);
     if (cfg && cfg->ca_file) curl_easy_setopt(x.curl, CURLOPT_CAINFO, cfg->ca_file);
+    if (x.rate > 0) {
+        curl_easy_setopt(x.curl, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)x.rate);
+        /* small reads, so the pacing below is smooth even at a few KiB/s */
+        curl_easy_setopt(x.curl, CURLOPT_BUFFERSIZE, x.rate < 16384 ? 1024L : 16384L);
+    }
     if (range_start) curl_easy_setopt(x.curl, CURLOPT_RANGE, range);
     curl_easy_setopt(x.curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(x.curl, CURLOPT_HEADERDATA, &x);

@@ -45,6 +45,12 @@ typedef struct {
     uint64_t next_announce_ms;
 } svc_t;
 
+/* A simulated dongle whose network is cut: it neither answers nor announces,
+ * published or not (the agent may publish while cut). */
+typedef struct {
+    char id[INSTANCE_MAX];
+} cut_t;
+
 struct fleet_mdns {
     fleet_fd_watch_t w;
     int fd;
@@ -52,6 +58,8 @@ struct fleet_mdns {
     struct sockaddr_in group;
     svc_t *svcs;
     int n, cap;
+    cut_t *cuts;
+    int ncuts, capcuts;
     uint64_t now_ms;
 };
 
@@ -159,9 +167,19 @@ static void send_pkt(fleet_mdns_t *r, const mdns_writer_t *w, const struct socka
         fprintf(stderr, "WARN mdns: sendto: %s\n", strerror(errno));
 }
 
+static bool is_cut(const fleet_mdns_t *r, const char *id)
+{
+    for (int i = 0; i < r->ncuts; i++)
+        if (strcmp(r->cuts[i].id, id) == 0)
+            return true;
+    return false;
+}
+
 /* Unsolicited announcement of one service, or its goodbye (TTL 0). */
 static void announce(fleet_mdns_t *r, const svc_t *s, bool goodbye)
 {
+    if (is_cut(r, s->id))
+        return;
     uint8_t buf[PKT_MAX];
     mdns_writer_t w;
     mdns_w_init(&w, buf, sizeof(buf), 0, 0x8400); /* response, authoritative */
@@ -245,6 +263,43 @@ static void op_withdraw(void *ctx, const char *instance)
     *s = r->svcs[--r->n];
 }
 
+void fleet_mdns_forget(fleet_mdns_t *r, const char *instance)
+{
+    svc_t *s = find_svc(r, instance);
+    if (s)
+        *s = r->svcs[--r->n];
+}
+
+void fleet_mdns_set_link(fleet_mdns_t *r, const char *instance, bool up)
+{
+    if (strlen(instance) >= INSTANCE_MAX || is_cut(r, instance) == !up)
+        return;
+    if (!up) {
+        if (r->ncuts == r->capcuts) {
+            int cap = r->capcuts ? r->capcuts * 2 : 4;
+            cut_t *bigger = realloc(r->cuts, (size_t)cap * sizeof(*bigger));
+            if (!bigger)
+                return;
+            r->cuts = bigger;
+            r->capcuts = cap;
+        }
+        snprintf(r->cuts[r->ncuts++].id, INSTANCE_MAX, "%s", instance);
+        return;
+    }
+    for (int i = 0; i < r->ncuts; i++)
+        if (strcmp(r->cuts[i].id, instance) == 0) {
+            r->cuts[i] = r->cuts[--r->ncuts];
+            break;
+        }
+    svc_t *s = find_svc(r, instance);
+    if (s) {
+        /* back on the network: announce again, as on a link change (RFC 6762 8.3) */
+        announce(r, s, false);
+        s->announce_left = 1;
+        s->next_announce_ms = mono_ms() + 1000;
+    }
+}
+
 const fleet_mdns_ops_t fleet_mdns_ops = {op_publish, op_withdraw};
 
 void fleet_mdns_tick(fleet_mdns_t *r, uint64_t now_ms)
@@ -279,6 +334,8 @@ static void answer(fleet_mdns_t *r, const mdns_question_t *qs, int nq, uint16_t 
             enum_q = true;
         for (int i = 0; i < r->n; i++) {
             svc_t *s = &r->svcs[i];
+            if (is_cut(r, s->id))
+                continue;
             if (strcasecmp(qs[q].name, SVC_TYPE) == 0 && qt(qs[q].type, MDNS_T_PTR))
                 want[i] |= WANT_PTR;
             if (strcasecmp(qs[q].name, s->inst) == 0) {
@@ -363,5 +420,6 @@ void fleet_mdns_destroy(fleet_mdns_t *r)
         close(r->fd);
     }
     free(r->svcs);
+    free(r->cuts);
     free(r);
 }

@@ -5,8 +5,11 @@
  * One mosquitto handle per connection attempt: after a failure the handle is
  * destroyed and the next attempt starts clean, which is simpler to get right
  * than libmosquitto's reconnect paths without its own loop. Upcalls that end
- * a session are delivered after libmosquitto has returned, so the agent may
- * do anything in them.
+ * a session, and incoming messages, are delivered after libmosquitto has
+ * returned, so the agent may do anything in them: inside a libmosquitto
+ * callback a publish is only queued, so the progress events of an OTA
+ * download (handled in the message upcall, minutes long on a slow link)
+ * would all leave at its end.
  */
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +22,13 @@
 #include "agent_runtime_posix.h"
 #include "fleet_agent/err.h"
 
+typedef struct inbox_msg {
+    struct inbox_msg *next;
+    char *topic;
+    size_t len;
+    char payload[]; /* len bytes */
+} inbox_msg_t;
+
 struct fleet_mosq {
     fleet_fd_watch_t w;
     char bind_addr[48];
@@ -28,7 +38,9 @@ struct fleet_mosq {
     bool connected;
     bool dead;              /* session ended inside a libmosquitto call */
     int unacked;            /* QoS 1 publishes without PUBACK yet */
+    bool link_down;         /* simulated network cut: the socket is left alone */
     char why[96];
+    inbox_msg_t *inbox, **inbox_tail; /* received, not yet handed to the agent */
     const fleet_mqtt_upcalls_t *up;
     void *up_arg;
 };
@@ -71,6 +83,8 @@ bool fleet_mqtt_url_split(const char *url, char *host, size_t host_len, int *por
 
 static void update_watch(fleet_mosq_t *m)
 {
+    if (m->link_down)
+        return; /* unwatched until the link is back */
     int fd = m->mosq ? mosquitto_socket(m->mosq) : -1;
     bool ww = m->mosq && mosquitto_want_write(m->mosq);
     if (fd != m->fd) {
@@ -86,8 +100,35 @@ static void update_watch(fleet_mosq_t *m)
     }
 }
 
+static void inbox_clear(fleet_mosq_t *m)
+{
+    while (m->inbox) {
+        inbox_msg_t *next = m->inbox->next;
+        free(m->inbox->topic);
+        free(m->inbox);
+        m->inbox = next;
+    }
+    m->inbox_tail = &m->inbox;
+}
+
+/* Hand what arrived to the agent, now that libmosquitto has returned. */
+static void inbox_deliver(fleet_mosq_t *m)
+{
+    while (m->inbox) {
+        inbox_msg_t *msg = m->inbox;
+        m->inbox = msg->next;
+        if (!m->inbox)
+            m->inbox_tail = &m->inbox;
+        if (m->up)
+            m->up->on_message(m->up_arg, msg->topic, msg->payload, msg->len);
+        free(msg->topic);
+        free(msg);
+    }
+}
+
 static void teardown(fleet_mosq_t *m)
 {
+    inbox_clear(m);
     if (m->fd >= 0)
         m->w.unwatch(m->w.arg, m->fd);
     m->fd = -1;
@@ -149,8 +190,24 @@ static void cb_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 {
     (void)mosq;
     fleet_mosq_t *m = obj;
-    if (m->up && msg && msg->topic && msg->payloadlen >= 0)
-        m->up->on_message(m->up_arg, msg->topic, msg->payload ? msg->payload : "", (size_t)msg->payloadlen);
+    if (!m->up || !msg || !msg->topic || msg->payloadlen < 0)
+        return;
+    size_t len = (size_t)msg->payloadlen;
+    inbox_msg_t *in = malloc(sizeof(*in) + len + 1);
+    char *topic = strdup(msg->topic);
+    if (!in || !topic) {
+        free(in);
+        free(topic);
+        return; /* QoS 1 without memory: as lost as on the chip */
+    }
+    in->next = NULL;
+    in->topic = topic;
+    in->len = len;
+    if (len)
+        memcpy(in->payload, msg->payload, len);
+    in->payload[len] = '\0';
+    *m->inbox_tail = in;
+    m->inbox_tail = &in->next;
 }
 
 static void after_call(fleet_mosq_t *m, int rc)
@@ -164,10 +221,11 @@ static void after_call(fleet_mosq_t *m, int rc)
         snprintf(m->why, sizeof(m->why), "socket closed");
         m->dead = true;
     }
+    if (!m->dead)
+        update_watch(m);
+    inbox_deliver(m); /* before a session end: they arrived before it */
     if (m->dead)
         finish_dead(m);
-    else
-        update_watch(m);
 }
 
 int fleet_mosq_create(const fleet_fd_watch_t *w, const char *bind_addr, fleet_mosq_t **out)
@@ -184,6 +242,7 @@ int fleet_mosq_create(const fleet_fd_watch_t *w, const char *bind_addr, fleet_mo
         return FLEET_ERR_NO_MEM;
     m->w = *w;
     m->fd = -1;
+    m->inbox_tail = &m->inbox;
     if (bind_addr)
         snprintf(m->bind_addr, sizeof(m->bind_addr), "%s", bind_addr);
     *out = m;
@@ -192,7 +251,7 @@ int fleet_mosq_create(const fleet_fd_watch_t *w, const char *bind_addr, fleet_mo
 
 void fleet_mosq_on_events(fleet_mosq_t *m, bool readable, bool writable)
 {
-    if (!m->mosq)
+    if (!m->mosq || m->link_down)
         return;
     int rc = MOSQ_ERR_SUCCESS;
     if (readable)
@@ -204,7 +263,10 @@ void fleet_mosq_on_events(fleet_mosq_t *m, bool readable, bool writable)
 
 void fleet_mosq_tick(fleet_mosq_t *m)
 {
-    if (!m->mosq)
+    /* no PINGREQ and no keepalive timeout of our own while cut: the broker
+     * is the one that gives up, and libmosquitto finds the closed socket
+     * when the link is back */
+    if (!m->mosq || m->link_down)
         return;
     after_call(m, mosquitto_loop_misc(m->mosq));
 }
@@ -222,6 +284,8 @@ static int op_connect(void *ctx, const fleet_mqtt_connect_t *c)
 {
     fleet_mosq_t *m = ctx;
     teardown(m);
+    if (m->link_down)
+        return FLEET_ERR_NET; /* no route to the broker */
     char host[128], reason[128];
     int port;
     if (!fleet_mqtt_url_split(c->url, host, sizeof(host), &port, reason, sizeof(reason)))
@@ -259,7 +323,7 @@ static void op_disconnect(void *ctx)
     fleet_mosq_t *m = ctx;
     if (!m->mosq)
         return;
-    if (m->connected && !m->dead) {
+    if (m->connected && !m->dead && !m->link_down) {
         /* Send what is queued (cmd-result, offline status) and collect the
          * PUBACKs before DISCONNECT: libmosquitto closes the socket right
          * after writing DISCONNECT, and closing with unread PUBACKs in the
@@ -298,6 +362,8 @@ static int op_publish(void *ctx, const char *topic, const void *payload, size_t 
     fleet_mosq_t *m = ctx;
     if (!m->mosq || !m->connected || m->dead)
         return FLEET_ERR_NET;
+    if (m->link_down)
+        return FLEET_OK; /* into a send buffer that never drains: the broker drops the session, and these with it */
     int rc = mosquitto_publish(m->mosq, NULL, topic, (int)len, payload, qos, retain);
     if (rc != MOSQ_ERR_SUCCESS)
         return FLEET_ERR_NET;
@@ -311,7 +377,7 @@ static int op_publish(void *ctx, const char *topic, const void *payload, size_t 
 static int op_subscribe(void *ctx, const char *filter, int qos)
 {
     fleet_mosq_t *m = ctx;
-    if (!m->mosq || m->dead)
+    if (!m->mosq || m->dead || m->link_down)
         return FLEET_ERR_NET;
     int rc = mosquitto_subscribe(m->mosq, NULL, filter, qos);
     if (!m->dead)
@@ -336,4 +402,27 @@ void fleet_mosq_destroy(fleet_mosq_t *m)
         return;
     op_disconnect(m);
     free(m);
+}
+
+void fleet_mosq_set_link(fleet_mosq_t *m, bool up)
+{
+    if (m->link_down == !up)
+        return;
+    if (!up && m->fd >= 0) {
+        m->w.unwatch(m->w.arg, m->fd);
+        m->fd = -1;
+        m->want_write = false;
+    }
+    m->link_down = !up;
+    if (up)
+        update_watch(m); /* a socket the broker closed meanwhile reads EOF: the normal lost-connection path */
+}
+
+void fleet_mosq_power_cut(fleet_mosq_t *m)
+{
+    /* no DISCONNECT and no upcall: the broker sees the socket go and
+     * publishes the Last Will */
+    m->up = NULL;
+    m->up_arg = NULL;
+    teardown(m);
 }

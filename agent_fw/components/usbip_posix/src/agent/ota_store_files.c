@@ -12,6 +12,7 @@
 #include "atomic_file.h"
 #include "cJSON.h"
 #include "fleet_agent/err.h"
+#include "fleet_agent/image.h"
 #include "fleet_agent/text.h"
 
 #define OTADATA "otadata.json"
@@ -259,6 +260,31 @@ int fleet_files_store_boot(fleet_files_store_t *st, fleet_boot_t *out)
     }
     st->running = out->slot;
     return FLEET_OK;
+}
+
+int fleet_files_store_sim_fault(const fleet_files_store_t *st, int slot, char *out, size_t cap)
+{
+    static const char key[] = FLEET_SIM_FAULT_PREFIX;
+    char path[PATH_MAX];
+    uint8_t head[FLEET_SIM_HEADER_LEN + sizeof key + FLEET_SIM_FAULT_MAX];
+    if (cap) out[0] = '\0';
+    if (slot_path(st, slot, path, sizeof path)) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0; /* no file: the factory image, which has no directive */
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    close(fd);
+    size_t klen = sizeof key - 1;
+    if (n < (ssize_t)(FLEET_SIM_HEADER_LEN + klen) || memcmp(head, "FLEETSIM", 8) != 0 ||
+        memcmp(head + FLEET_SIM_HEADER_LEN, key, klen) != 0)
+        return 0;
+    const char *v = (const char *)head + FLEET_SIM_HEADER_LEN + klen;
+    const char *end = memchr(v, '\n', (size_t)n - FLEET_SIM_HEADER_LEN - klen);
+    if (!end || end == v || (size_t)(end - v) >= cap) return -1; /* a directive line we cannot read */
+    for (const char *p = v; p < end; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) return -1;
+    memcpy(out, v, (size_t)(end - v));
+    out[end - v] = '\0';
+    return 1;
 }
 
 void fleet_files_store_set_fault(fleet_files_store_t *st, fleet_fault_fn fn, void *arg)

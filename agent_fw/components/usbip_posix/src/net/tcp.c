@@ -67,6 +67,7 @@ struct posix_net {
     conn_t *conns; /* by fd */
     int nconns;
     bool any_pending; /* some connection has gathered or corked bytes */
+    bool link_down;   /* simulated network cut: no socket is read or written */
 };
 
 static conn_t *conn_of(posix_net_t *n, int fd)
@@ -116,7 +117,9 @@ static bool conn_buffered(posix_net_t *n, int fd)
 
 static void apply_interest(posix_net_t *n, int fd, conn_t *c)
 {
-    bool rd = c->want_rd, wr = c->want_wr || c->out_blocked;
+    /* a cut link keeps the core's interest but tells epoll nothing, so the
+     * sockets are not even polled until the link is back */
+    bool rd = !n->link_down && c->want_rd, wr = !n->link_down && (c->want_wr || c->out_blocked);
     if (rd == c->ep_rd && wr == c->ep_wr)
         return;
     c->ep_rd = rd;
@@ -153,7 +156,7 @@ static void send_gathered(posix_net_t *n, int fd, conn_t *c)
 static void flush_round(void *arg)
 {
     posix_net_t *n = arg;
-    if (!n->any_pending)
+    if (!n->any_pending || n->link_down)
         return;
     n->any_pending = false;
     for (int i = 0; i < n->nfds; i++) {
@@ -187,6 +190,8 @@ static void track(posix_net_t *n, int fd, bool add)
 static void client_cb(void *arg, int fd, unsigned ev)
 {
     posix_net_t *n = arg;
+    if (n->link_down)
+        return; /* an edge-triggered HUP can still arrive */
     conn_t *c = conn_of(n, fd);
     if (c)
         c->drained = false;
@@ -206,6 +211,8 @@ static void accept_cb(void *arg, int fd, unsigned ev)
 {
     posix_net_t *n = arg;
     (void)ev;
+    if (n->link_down)
+        return;
     for (int i = 0; i < 16; i++) {
         int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0)
@@ -222,6 +229,33 @@ static void accept_cb(void *arg, int fd, unsigned ev)
         track(n, c, true);
         usbip_server_on_accept(n->srv, c);
     }
+}
+
+/* Takes lfd (-1: a net port without a listener). */
+static int net_new(posix_loop_t *loop, int lfd, int port, posix_net_t **out, char *err, size_t err_len)
+{
+    posix_net_t *n = calloc(1, sizeof(*n));
+    if (!n) {
+        if (lfd >= 0)
+            close(lfd);
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    n->loop = loop;
+    n->lfd = lfd;
+    n->port = port;
+    if ((lfd >= 0 && posix_loop_add(loop, lfd, true, false, accept_cb, n) != 0) ||
+        posix_loop_add_flush(loop, flush_round, n) != 0) {
+        if (lfd >= 0) {
+            posix_loop_del(loop, lfd);
+            close(lfd);
+        }
+        free(n);
+        snprintf(err, err_len, "cannot watch the listening socket");
+        return -1;
+    }
+    *out = n;
+    return 0;
 }
 
 int posix_net_listen(posix_loop_t *loop, const char *host_port, posix_net_t **out, char *err, size_t err_len)
@@ -257,29 +291,17 @@ int posix_net_listen(posix_loop_t *loop, const char *host_port, posix_net_t **ou
         return -1;
     }
     freeaddrinfo(ai);
-    posix_net_t *n = calloc(1, sizeof(*n));
-    if (!n) {
-        close(fd);
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    n->loop = loop;
-    n->lfd = fd;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &sl);
-    n->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                             : ((struct sockaddr_in *)&ss)->sin_port);
-    if (posix_loop_add(loop, fd, true, false, accept_cb, n) != 0 ||
-        posix_loop_add_flush(loop, flush_round, n) != 0) {
-        posix_loop_del(loop, fd);
-        close(fd);
-        free(n);
-        snprintf(err, err_len, "cannot watch the listening socket");
-        return -1;
-    }
-    *out = n;
-    return 0;
+    int bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return net_new(loop, fd, bound, out, err, err_len);
+}
+
+int posix_net_create(posix_loop_t *loop, posix_net_t **out, char *err, size_t err_len)
+{
+    return net_new(loop, -1, 0, out, err, err_len);
 }
 
 void posix_net_attach(posix_net_t *net, usbip_server_t *srv)
@@ -292,13 +314,44 @@ int posix_net_bound_port(const posix_net_t *net)
     return net->port;
 }
 
+bool posix_net_listening(const posix_net_t *net)
+{
+    return net->lfd >= 0;
+}
+
+void posix_net_set_link(posix_net_t *n, bool up)
+{
+    if (n->link_down == !up)
+        return;
+    n->link_down = !up;
+    if (n->lfd >= 0)
+        posix_loop_mod(n->loop, n->lfd, up, false);
+    for (int i = 0; i < n->nfds; i++) {
+        conn_t *c = conn_of(n, n->fds[i]);
+        if (!c)
+            continue;
+        apply_interest(n, n->fds[i], c);
+        if (up && c->want_rd && conn_buffered(n, n->fds[i]))
+            posix_loop_mark_ready(n->loop, n->fds[i]);
+    }
+    if (up)
+        n->any_pending = true; /* replies gathered while cut leave at the end of the next round */
+}
+
+bool posix_net_link_up(const posix_net_t *net)
+{
+    return !net->link_down;
+}
+
 void posix_net_destroy(posix_net_t *net)
 {
     if (!net)
         return;
     posix_loop_del_flush(net->loop, flush_round, net);
-    posix_loop_del(net->loop, net->lfd);
-    close(net->lfd);
+    if (net->lfd >= 0) {
+        posix_loop_del(net->loop, net->lfd);
+        close(net->lfd);
+    }
     for (int i = 0; i < net->nfds; i++) {
         posix_loop_del(net->loop, net->fds[i]);
         conn_close(net, net->fds[i]);
@@ -324,6 +377,8 @@ static long op_recv(void *ctx, usbip_sock_t sock, void *buf, size_t len)
 {
     posix_net_t *n = ctx;
     int fd = (int)sock;
+    if (n->link_down)
+        return USBIP_NET_WOULD_BLOCK;
     conn_t *c = conn_of(n, fd);
     if (!c || len >= RA_DIRECT) {
         if (c && c->rlen > c->roff) {
@@ -374,7 +429,7 @@ static long op_sendv(void *ctx, usbip_sock_t sock, const usbip_iovec_t *iov, int
         net->any_pending = true;
         return (long)total;
     }
-    if (c && c->out_blocked)
+    if ((c && c->out_blocked) || net->link_down)
         return USBIP_NET_WOULD_BLOCK; /* gathered bytes first: order on the wire */
     struct iovec v[64];
     int k = 0;
@@ -467,7 +522,7 @@ static void op_close(void *ctx, usbip_sock_t sock)
 {
     posix_net_t *n = ctx;
     conn_t *c = conn_of(n, (int)sock);
-    if (c && c->olen > 0) {
+    if (c && c->olen > 0 && !n->link_down) {
         /* the core counts these as sent: best effort, never blocking */
         ssize_t r = send((int)sock, c->obuf, c->olen, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)r;
