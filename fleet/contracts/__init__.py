@@ -33,6 +33,8 @@ NAMES = (
     "cmd-revoke",
     "cmd-reboot",
     "cmd-port-power",
+    "cmd-config",
+    "cmd-ota",
 )
 
 # Only the formats our schemas use: jsonschema's full checker would also try
@@ -128,10 +130,9 @@ def fixtures(name: str, valid: bool = True) -> Iterator[tuple[str, Any]]:
     """
     _check_name(name)
     folder = _root().joinpath("fixtures")
-    if not valid:
-        folder = folder.joinpath("invalid")
+    entries = list((folder if valid else folder.joinpath("invalid")).iterdir())
     prefix = f"{name}."
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+    for entry in sorted(entries, key=lambda e: e.name):
         fname = entry.name
         if not (fname.startswith(prefix) and fname.endswith(".json")):
             continue

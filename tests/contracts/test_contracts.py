@@ -57,7 +57,10 @@ def test_fixture_addresses_are_loopback_only():
     import ipaddress
     import re
 
-    for entry in [*FIXTURES.iterdir(), *FIXTURES.joinpath("invalid").iterdir()]:
+    for entry in [
+        *FIXTURES.iterdir(),
+        *FIXTURES.joinpath("invalid").iterdir(),
+    ]:
         if not entry.name.endswith(".json"):
             continue
         for text in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", entry.read_text()):
