@@ -25,6 +25,7 @@ from fleet.domain.errors import ConfigError, TransportError
 from fleet.ports import CommandPublisher
 from fleet.scheduler import Scheduler
 from fleet.services.container import Services, build_services
+from fleet.services.firmware import FirmwareSettings, ensure_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,21 @@ def build_runtime(
         migrate.upgrade(engine)
     sf = make_session_factory(engine)
     publisher = SwitchablePublisher()
+    assert settings.ota_signing_key is not None and settings.firmware_dir is not None  # set by Settings
+    firmware = FirmwareSettings(
+        firmware_dir=settings.firmware_dir,
+        # Created on the first start, so a fresh install can sign manifests right away.
+        signing_key=ensure_signing_key(settings.ota_signing_key),
+        public_url=settings.public_url,
+        max_image_bytes=settings.firmware_max_bytes,
+    )
     services = build_services(
-        sf, publisher, lease_default_s=settings.lease_default_seconds, lease_max_s=settings.lease_max_seconds
+        sf,
+        publisher,
+        lease_default_s=settings.lease_default_seconds,
+        lease_max_s=settings.lease_max_seconds,
+        firmware=firmware,
+        dongle_mqtt_url=settings.dongle_mqtt_url,
     )
     scheduler = Scheduler(
         sf,

@@ -8,6 +8,7 @@ at once, one line each, naming the setting and where it came from.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,17 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fleet.domain.errors import ConfigError
+
+
+def _dongle_facing(host: str) -> str:
+    """The host part of a URL a dongle can connect to, for a service listening on ``host``.
+
+    A wildcard listen address is no address anyone can connect to: the machine's
+    name stands in for it (set public_url / dongle_mqtt_url when the dongles
+    cannot resolve that name)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    return f"[{host}]" if ":" in host else host
 
 
 def _host_port(value: str, field: str) -> tuple[str, int]:
@@ -34,6 +46,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     mqtt_url: str | None = None  # None = run the embedded broker
     mqtt_embedded_listen: str = "127.0.0.1:1883"
+    # The broker URL put into the config documents sent to dongles (cmd/config mqtt.url);
+    # empty = mqtt_url, else the embedded broker's listen address (set in _defaults).
+    dongle_mqtt_url: str = ""
     mqtt_client_id: str = Field(default="fleet-service", min_length=1, max_length=64)
     mqtt_shared_group: str | None = None
     mdns_enabled: bool = True
@@ -50,6 +65,13 @@ class Settings(BaseSettings):
     # budget at 10,000 dongles on the reference machine (bench/metrics.py).
     metrics_per_dongle: bool = False
     log_level: str = "info"
+    # OTA (docs/firmware.md). None/empty = derived in _defaults from data_dir or api_host/api_port.
+    ota_signing_key: Path | None = None
+    firmware_dir: Path | None = None
+    # The slot size: larger uploads get 413 (ESP images are capped at 16 MiB whatever this says).
+    firmware_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64, le=256 * 1024 * 1024)
+    # The base URL dongles download images from (it goes into the manifest's url).
+    public_url: str = ""
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -84,6 +106,16 @@ class Settings(BaseSettings):
             raise ValueError(f"has an invalid port: {v!r}") from None
         return v
 
+    @field_validator("dongle_mqtt_url")
+    @classmethod
+    def _dongle_mqtt_url(cls, v: str) -> str:
+        # The dongle's own limits (cmd-config schema: mqtt.url).
+        if v and (not v.startswith(("mqtt://", "mqtts://")) or len(v) > 127 or not urlsplit(v).hostname):
+            raise ValueError(
+                f"must look like mqtt://HOST:PORT or mqtts://HOST:PORT (at most 127 characters), got {v!r}"
+            )
+        return v
+
     @field_validator("mqtt_embedded_listen")
     @classmethod
     def _listen(cls, v: str) -> str:
@@ -105,10 +137,37 @@ class Settings(BaseSettings):
             raise ValueError(f"must be debug, info, warning or error, got {v!r}")
         return v.lower()
 
+    @field_validator("ota_signing_key", "firmware_dir", mode="after")
+    @classmethod
+    def _expand_optional(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if not v:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"must look like http://HOST:PORT or https://HOST[/PATH], got {v!r}")
+        return v.rstrip("/")
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'fleet.db'}"
+        if self.ota_signing_key is None:
+            self.ota_signing_key = self.data_dir / "ota" / "signing-key.pem"
+        if self.firmware_dir is None:
+            self.firmware_dir = self.data_dir / "firmware"
+        if not self.public_url:
+            self.public_url = f"http://{_dongle_facing(self.api_host)}:{self.api_port}"
+        if not self.dongle_mqtt_url:
+            if self.mqtt_url:
+                self.dongle_mqtt_url = self.mqtt_url
+            else:
+                host, port = self.embedded_listen
+                self.dongle_mqtt_url = f"mqtt://{_dongle_facing(host)}:{port}"
         if self.lease_default_seconds > self.lease_max_seconds:
             raise ValueError(
                 f"lease_default_seconds ({self.lease_default_seconds}) exceeds lease_max_seconds "

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from fleet import metrics
 from fleet.api import errors
-from fleet.api.routes import API_PREFIX, admin, inventory, leases, system
+from fleet.api.routes import API_PREFIX, admin, dongles, firmware, inventory, leases, system
 from fleet.services.container import Services
 
 __all__ = ["API_PREFIX", "create_api"]
@@ -84,7 +84,14 @@ def create_api(
     app.state.inventory_metrics = inventory_metrics
     errors.install(app)
     app.include_router(system.router)
-    for r in (inventory.router, leases.router, admin.router):
+    for r in (
+        inventory.router,
+        leases.router,
+        admin.router,
+        dongles.router,
+        firmware.router,
+        firmware.download_router,
+    ):
         app.include_router(r)
     app.add_middleware(LatencyMiddleware)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
@@ -46,3 +48,31 @@ class UserCreate(Body):
 
 class TokenRevoke(Body):
     token: str = Field(description="the token itself or its numeric id")
+
+
+class OtaRequest(Body):
+    firmware_id: StrictInt | None = Field(default=None, description="a registered image's id")
+    version: str | None = Field(default=None, description="or its version, for the dongle's chip")
+    allow_downgrade: bool = Field(default=False, description="also install an older or the same version")
+
+
+class RebootRequest(Body):
+    reason: str | None = Field(default=None, max_length=128, description="why; the dongle logs it")
+
+
+class PortPowerRequest(Body):
+    action: Literal["on", "off", "cycle"] = Field(default="cycle", description="cycle = off, then on again")
+
+
+class ConfigRequest(Body):
+    """A dongle's config without v/request_id/issued_at/version; what is left out is
+    kept from the last config the dongle was sent (else the defaults). The values are
+    checked against the cmd-config contract, which names the offending field."""
+
+    telemetry_interval_s: Any = Field(default=None, description="1..3600 seconds")
+    enforce_grants: Any = Field(default=None, description="refuse imports without a grant")
+    log_level: Any = Field(default=None, description="error, warn, info or debug")
+    filters: Any = Field(
+        default=None, description='{"allow": [...], "deny": [...]}, entries {"vid","pid"} or {"class"}'
+    )
+    mqtt: Any = Field(default=None, description='{"url", "username", "password"}; null removes a key')

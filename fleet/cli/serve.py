@@ -89,6 +89,7 @@ def _serve_workers(settings: Settings, workers: int) -> None:
 
     from fleet.db import migrate
     from fleet.db.engine import make_engine
+    from fleet.services.firmware import ensure_signing_key
 
     engine = make_engine(settings.database_url)
     typer.echo(
@@ -97,6 +98,8 @@ def _serve_workers(settings: Settings, workers: int) -> None:
     )
     migrate.upgrade(engine)  # once, before the workers race to do it
     engine.dispose()
+    assert settings.ota_signing_key is not None
+    ensure_signing_key(settings.ota_signing_key)  # likewise the OTA key, which they all sign with
     os.environ[_SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run(
         "fleet.cli.serve:worker_app",

@@ -380,3 +380,10 @@ def register(app: typer.Typer) -> None:
         _reported(lease)
     )
     app.command("completion")(_reported(completion))
+    # Imported here: these modules build on this module's helpers; importing
+    # firmware_cmds also adds `ota` to the dongles group.
+    from fleet.client import firmware_cmds
+    from fleet.client.dongles_cmds import dongles_app
+
+    app.add_typer(dongles_app, name="dongles")
+    firmware_cmds.register(app)

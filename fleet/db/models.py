@@ -201,6 +201,10 @@ class Command(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
+    # Long-running commands (ota) report progress after their cmd-result: the last report and
+    # where the command ended up, see fleet.services.ingest.
+    progress: Mapped[dict[str, Any] | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class Event(Base):
@@ -231,6 +235,30 @@ class TelemetrySample(Base):
     payload: Mapped[dict[str, Any]]
 
 
+class Firmware(Base):
+    """An uploaded firmware image; its bytes are ``<firmware_dir>/<sha256>.bin``."""
+
+    __tablename__ = "firmware"
+    __table_args__ = (
+        # "ota --version V" must name exactly one image per chip.
+        Index("ux_firmware_chip_version", "chip", "version", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(32))
+    chip: Mapped[str] = mapped_column(String(16))
+    chip_id: Mapped[int]
+    min_rev: Mapped[int]
+    max_rev: Mapped[int]
+    secure_version: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    notes: Mapped[str | None] = mapped_column(Text)
+    uploaded_at: Mapped[datetime]
+    uploaded_by: Mapped[str] = mapped_column(String(32))
+
+
 class SchedulerLock(Base):
     """Leader election: the replica whose lock row is fresh runs the jobs."""
 
@@ -250,6 +278,7 @@ __all__ = [
     "DeviceTag",
     "Dongle",
     "Event",
+    "Firmware",
     "Lease",
     "SchedulerLock",
     "TelemetrySample",

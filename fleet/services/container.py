@@ -10,6 +10,7 @@ from fleet.ports import CommandPublisher
 from fleet.services.audit import AuditService
 from fleet.services.commands import CommandService
 from fleet.services.common import Clock, utcnow
+from fleet.services.firmware import FirmwareService, FirmwareSettings
 from fleet.services.ingest import InventoryIngestSink
 from fleet.services.inventory import InventoryService
 from fleet.services.leases import LeaseService
@@ -25,6 +26,8 @@ class Services:
     commands: CommandService
     audit: AuditService
     ingest: InventoryIngestSink
+    # None when the process was built without firmware settings (see fleet.app.build_runtime).
+    firmware: FirmwareService | None = None
 
 
 def build_services(
@@ -34,8 +37,10 @@ def build_services(
     lease_default_s: int = 3600,
     lease_max_s: int = 7 * 86400,
     clock: Clock = utcnow,
+    firmware: FirmwareSettings | None = None,
+    dongle_mqtt_url: str = "mqtt://127.0.0.1:1883",
 ) -> Services:
-    commands = CommandService(session_factory, publisher, clock)
+    commands = CommandService(session_factory, publisher, clock, dongle_mqtt_url=dongle_mqtt_url)
     leases = LeaseService(session_factory, commands, default_s=lease_default_s, max_s=lease_max_s, clock=clock)
     return Services(
         session_factory=session_factory,
@@ -47,4 +52,5 @@ def build_services(
         ingest=InventoryIngestSink(
             session_factory, regrant=leases.regrant_for_dongles, dispatch=commands.dispatch
         ),
+        firmware=None if firmware is None else FirmwareService(session_factory, commands, firmware, clock),
     )

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleet.db.models import Device, Dongle, Event, TelemetrySample
+from fleet.db.models import Command, Device, Dongle, Event, TelemetrySample
 from fleet.domain import identity, rules
 from fleet.domain.errors import InvalidInput
 from fleet.domain.model import DongleStatus
@@ -316,6 +316,9 @@ class InventoryIngestSink:
             )
         )
         d.last_seen = max(d.last_seen, at)
+        if etype == "ota_progress" and detail is not None and isinstance(detail.get("request_id"), str):
+            self._track_ota(s, d.id, detail)
+            return
         if etype not in _DEVICE_EVENTS or not isinstance(busid, str):
             return
         if etype == "device_added":
@@ -336,6 +339,23 @@ class InventoryIngestSink:
         dev.last_seen = at
         s.flush()
         refresh_states(s, [dev])
+
+    @staticmethod
+    def _track_ota(s: Session, dongle_id: str, detail: dict[str, Any]) -> None:
+        cmd = s.scalar(
+            select(Command).where(
+                Command.request_id == detail["request_id"],
+                Command.dongle_id == dongle_id,
+                Command.name == "ota",
+            )
+        )
+        if cmd is None:
+            log.info(
+                "ingest: %s reported ota progress of unknown request %s", dongle_id, detail["request_id"]
+            )
+            return
+        cmd.progress = {k: detail[k] for k in _OTA_PROGRESS_KEYS if k in detail}
+        cmd.outcome = ota_outcome(detail.get("step"), detail.get("reason"), cmd.outcome)
 
     # -- command results ---------------------------------------------------------------
     def _on_cmd_result(self, s: Session, d: Dongle, m: InboundMessage) -> None:
@@ -416,6 +436,35 @@ class InventoryIngestSink:
         s.execute(insert(TelemetrySample), samples)
         _bulk_update(s, Dongle, dongle_rows)
         _bulk_update(s, Device, dev_rows)
+
+
+_OTA_PROGRESS_KEYS = ("step", "bytes", "total", "reason", "version")
+
+
+def ota_outcome(step: Any, reason: Any, current: str | None) -> str | None:
+    """Where an ota command stands after an ``ota_progress`` event (agent's ota.c).
+
+    A reason marks the end of an attempt: on ``verify`` the manifest or image was
+    refused, on ``download`` the transfer failed, on ``rollback`` the new image
+    failed its self-test. Right after a refusal or failure the dongle's machine
+    returns to idle, which it reports as step ``confirm`` still carrying that
+    reason: only a ``confirm`` without one is a confirmation. ``verify`` without a
+    reason (a check in progress) leaves the outcome as it was.
+    """
+    failed = isinstance(reason, str) and reason != ""
+    if step == "verify":
+        return "refused" if failed else current
+    if step == "download":
+        return "failed" if failed else "downloading"
+    if step == "boot":
+        return "staged"
+    if step == "selftest":
+        return "self_test"
+    if step == "confirm":
+        return current if failed else "confirmed"
+    if step == "rollback":
+        return "rolled_back"
+    return current
 
 
 # Dongle columns telemetry may carry, named as in the payload.

@@ -9,12 +9,12 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleet.db.models import Device, DeviceTag, Dongle, Lease, User
+from fleet.db.models import Device, DeviceTag, Dongle, Event, Lease, User
 from fleet.domain import rules
 from fleet.domain.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from fleet.domain.model import DeviceState, DongleStatus, LeaseState, Principal, derive_device_state
 from fleet.services.common import Clock, audit, clamp_page, utcnow
-from fleet.services.views import device_view, dongle_view
+from fleet.services.views import device_view, dongle_view, event_view
 
 
 def refresh_states(session: Session, devices: Sequence[Device]) -> list[Device]:
@@ -136,6 +136,32 @@ class InventoryService:
             view = dongle_view(d, device_count=len(devices))
             view["devices"] = self._device_views(s, devices)
             return view
+
+    # -- events ----------------------------------------------------------------
+    def list_events(
+        self,
+        *,
+        dongle_id: str | None = None,
+        type: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """What dongles reported (hot-plug, attach, OTA steps, self-tests), newest first;
+        ``after_id`` lets a poller fetch only what is new."""
+        limit, offset = clamp_page(limit, offset)
+        query = select(Event)
+        if dongle_id:
+            query = query.where(Event.dongle_id == dongle_id)
+        if type:
+            query = query.where(Event.type == type)
+        if after_id is not None:
+            query = query.where(Event.id > after_id)
+        with self._sf() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(Event.id.desc()).limit(limit).offset(offset)).all()
+            items = [event_view(e) for e in rows]
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     # -- devices ---------------------------------------------------------------
     def list_devices(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fleet.db.models import ApiToken, AuditEntry, Command, Device, Dongle, Lease, User
+from fleet.db.models import ApiToken, AuditEntry, Command, Device, Dongle, Event, Lease, User
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -107,6 +107,17 @@ def audit_view(a: AuditEntry) -> dict[str, Any]:
     }
 
 
+MASK = "********"
+
+
+def masked(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` without secrets: a config command's MQTT password is replaced by a mask."""
+    mqtt = payload.get("mqtt")
+    if not isinstance(mqtt, dict) or not mqtt.get("password"):
+        return payload
+    return {**payload, "mqtt": {**mqtt, "password": MASK}}
+
+
 def command_view(c: Command) -> dict[str, Any]:
     return {
         "id": c.id,
@@ -116,9 +127,11 @@ def command_view(c: Command) -> dict[str, Any]:
         "lease_id": c.lease_id,
         "state": c.state,
         "attempts": c.attempts,
-        "payload": c.payload,
+        "payload": masked(c.payload),
         "error": c.error,
         "result": c.result,
+        "progress": c.progress,
+        "outcome": c.outcome,
         "created_at": iso(c.created_at),
         "sent_at": iso(c.sent_at),
         "answered_at": iso(c.answered_at),
@@ -133,3 +146,17 @@ def user_view(u: User, tokens: list[ApiToken] | None = None) -> dict[str, Any]:
             for t in tokens
         ]
     return out
+
+
+def event_view(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "dongle_id": e.dongle_id,
+        "type": e.type,
+        "busid": e.busid,
+        "client": e.client,
+        "detail": e.detail,
+        "seq": e.seq,
+        "uptime_s": e.uptime_s,
+        "received_at": iso(e.received_at),
+    }

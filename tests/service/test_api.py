@@ -11,7 +11,7 @@ from fleet.api import create_api
 from fleet.metrics import InventoryMetrics
 from fleet.services.container import Services, build_services
 
-from .helpers import DONGLE_A, DONGLE_B, Db, RecordingPublisher, bring_online, device
+from .helpers import DONGLE_A, DONGLE_B, Db, RecordingPublisher, bring_online, device, msg
 
 
 @pytest.fixture
@@ -95,6 +95,26 @@ def test_device_filters_and_pagination(client: TestClient, tokens: dict[str, str
     assert d["device_count"] == 3 and len(d["devices"]) == 3
     assert client.get("/api/v1/dongles?status=online", headers=a).json()["total"] == 2
     assert client.get("/api/v1/dongles/esp-000000000000", headers=a).status_code == 404
+
+
+def test_events_newest_first_with_filters(svc: Services, client: TestClient, tokens: dict[str, str]) -> None:
+    a = h(tokens["alice"])
+    svc.ingest.apply([
+        msg("events", DONGLE_A, {"seq": 900, "uptime_s": 5, "type": "device_removed", "busid": "1-2"}),
+        msg("events", DONGLE_A, {"seq": 901, "uptime_s": 6, "type": "ota_progress",
+                                 "detail": {"step": "download", "bytes": 10, "total": 100}}),
+        msg("events", DONGLE_B, {"seq": 902, "uptime_s": 7, "type": "device_removed", "busid": "1-1"}),
+    ])
+    page = client.get(f"/api/v1/events?dongle={DONGLE_A}", headers=a).json()
+    assert [e["type"] for e in page["items"]] == ["ota_progress", "device_removed"] and page["total"] == 2
+    assert page["items"][0]["detail"] == {"step": "download", "bytes": 10, "total": 100}
+    removed = client.get("/api/v1/events?type=device_removed", headers=a).json()["items"]
+    assert [(e["dongle_id"], e["busid"]) for e in removed] == [(DONGLE_B, "1-1"), (DONGLE_A, "1-2")]
+    newer = client.get(f"/api/v1/events?after_id={removed[1]['id']}", headers=a).json()["items"]
+    assert {e["type"] for e in newer} == {"ota_progress", "device_removed"} and len(newer) == 2
+    assert client.get("/api/v1/events", headers={}).status_code == 401
+    r = client.get("/api/v1/events?after_id=-1", headers=a)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "query.after_id"
 
 
 def test_rename_and_tag(client: TestClient, tokens: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet.cli import main
+from fleet.db import migrate
 from fleet.db.engine import make_engine, make_session_factory
 from fleet.services.commands import NoTransport
 from fleet.services.container import build_services
@@ -121,8 +122,9 @@ def test_devices_rename_tag_untag_list(run, env: dict[str, str], tmp_path: Path)
 
 
 def test_db_commands(run, env: dict[str, str]) -> None:
-    assert "database at revision 0001" in run(["db", "upgrade"], env).stdout
-    assert "current: 0001" in run(["db", "current"], env).stdout
+    head = migrate.head()
+    assert f"database at revision {head}" in run(["db", "upgrade"], env).stdout
+    assert f"current: {head}" in run(["db", "current"], env).stdout
     assert "at revision base" in run(["db", "downgrade", "base"], env).stdout
     assert "current: base" in run(["db", "current"], env).stdout
 

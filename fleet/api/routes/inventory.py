@@ -33,6 +33,20 @@ def get_dongle(dongle_id: str, svc: ServicesDep, _: User) -> dict[str, Any]:
     return svc.inventory.get_dongle(dongle_id)
 
 
+@router.get("/events")
+def list_events(
+    svc: ServicesDep,
+    _: User,
+    dongle: str | None = None,
+    type: str | None = Query(default=None, description="e.g. ota_progress, selftest, device_added"),
+    after_id: int | None = Query(default=None, ge=0, description="only events newer than this id"),
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """What the dongles reported, newest first."""
+    return svc.inventory.list_events(dongle_id=dongle, type=type, after_id=after_id, limit=limit, offset=offset)
+
+
 @router.get("/devices")
 def list_devices(
     svc: ServicesDep,
