@@ -9,7 +9,9 @@ from fleet.domain.errors import ConfigError, FleetError, InvalidInput
 
 def main(argv: list[str] | None = None) -> int:
     from fleet.cli.root import app
+    from fleet.cli.sim import implicit_run
 
+    argv = implicit_run(list(sys.argv[1:] if argv is None else argv))
     try:
         # Standalone mode prints usage errors itself and exits via SystemExit;
         # our own errors pass through it and are reported here, without a traceback.

@@ -3,8 +3,10 @@
 Runs simulated dongles (the firmware's Linux build, ``fleet-dongle``, in its
 multi-dongle mode: one process, one loopback address and port 3240 per
 dongle) against an MQTT broker, so the service sees them exactly as it would
-see real ones. ``fleet sim ctl`` talks to the running simulator's control
-channel (plug/unplug devices, grants, stats).
+see real ones. The other subcommands talk to the running simulator's control
+socket: plug and unplug devices, pull a dongle's power (``kill``, then
+``start``), cut its network (``net DONGLE off``), and ``ctl`` for anything else
+the control protocol knows (grants, stats, device commands).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -37,9 +40,23 @@ DEVICE_SPECS = {
 REPO = Path(__file__).resolve().parents[2]
 
 
+def implicit_run(argv: list[str]) -> list[str]:
+    """``fleet sim --dongles 20 ...`` means ``fleet sim run --dongles 20 ...``."""
+    if len(argv) >= 2 and argv[0] == "sim" and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
+        return ["sim", "run", *argv[1:]]
+    return argv
+
+
 def default_sim_dir() -> Path:
     """Where `fleet sim` keeps per-dongle state and its control socket."""
     return Path(os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet")) / "sim"
+
+
+def default_ota_pubkey() -> Path | None:
+    """The public half of the service's OTA signing key, when the service shares our data dir."""
+    data = Path(os.environ.get("FLEET_DATA_DIR", Path.home() / ".local/share/fleet"))
+    key = data / "ota" / "signing-key.pub.pem"
+    return key if key.is_file() else None
 
 
 def dongle_binary() -> Path:
@@ -96,6 +113,9 @@ def sim_command(
     mdns: bool,
     enforce_grants: bool,
     telemetry_interval: int,
+    mqtt_keepalive: int = 30,
+    ota_pubkey: Path | None = None,
+    ota_rate: int = 0,
 ) -> list[str]:
     cmd = [
         str(binary),
@@ -113,7 +133,13 @@ def sim_command(
         str(control),
         "--telemetry-interval",
         str(telemetry_interval),
+        "--mqtt-keepalive",
+        str(mqtt_keepalive),
     ]
+    if ota_pubkey is not None:
+        cmd += ["--ota-pubkey", str(ota_pubkey)]
+    if ota_rate:
+        cmd += ["--ota-rate", str(ota_rate)]
     for spec in specs:
         cmd += ["--device", spec]
     if mdns:
@@ -142,6 +168,22 @@ def run(
         bool, typer.Option("--enforce-grants/--no-enforce-grants", help="Only leased clients may import.")
     ] = True,
     telemetry_interval: Annotated[int, typer.Option(min=1, max=3600, help="Seconds between telemetry.")] = 10,
+    mqtt_keepalive: Annotated[
+        int,
+        typer.Option(
+            min=5, max=3600, help="MQTT keepalive: a cut network becomes a Last Will after 1.5x this."
+        ),
+    ] = 30,
+    ota_pubkey: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key OTA manifests must be signed with "
+            "[default: the service's $FLEET_DATA_DIR/ota/signing-key.pub.pem when it exists]."
+        ),
+    ] = None,
+    ota_rate: Annotated[
+        int, typer.Option(min=0, help="Cap OTA downloads at this many bytes/s (the dongle's Wi-Fi); 0 = none.")
+    ] = 0,
 ) -> None:
     """Run simulated dongles in the foreground until Ctrl-C."""
     specs = device_specs(devices)
@@ -154,6 +196,10 @@ def run(
         raise InvalidInput("--broker", f"{broker!r}: expected mqtt://HOST[:PORT]")
     state_dir = state_dir or default_sim_dir()
     state_dir.mkdir(parents=True, exist_ok=True)
+    if ota_pubkey is None:
+        ota_pubkey = default_ota_pubkey()
+    elif not ota_pubkey.is_file():
+        raise InvalidInput("--ota-pubkey", f"{ota_pubkey}: no such file")
     control = state_dir / "control.sock"
     cmd = sim_command(
         binary=dongle_binary(),
@@ -167,7 +213,12 @@ def run(
         mdns=mdns,
         enforce_grants=enforce_grants,
         telemetry_interval=telemetry_interval,
+        mqtt_keepalive=mqtt_keepalive,
+        ota_pubkey=ota_pubkey,
+        ota_rate=ota_rate,
     )
+    if ota_pubkey is None:
+        typer.echo("fleet sim: no OTA public key (--ota-pubkey): the dongles will refuse OTA", err=True)
     typer.echo(
         f"fleet sim: {dongles} dongles from {base_address}, broker {broker}, control {control}", err=True
     )
@@ -182,21 +233,26 @@ def run(
     raise typer.Exit(0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else rc)
 
 
-@app.command("ctl")
-def ctl(
-    command: Annotated[list[str], typer.Argument(help="e.g. `esp-02f1ee000001 plug msc:size=8M` or `stats`")],
-    control: Annotated[
-        Path | None, typer.Option(help="Control socket of `fleet sim run` [default: $FLEET_DATA_DIR/sim/].")
-    ] = None,
-) -> None:
-    """Send one control command to the running simulator; a dongle id first addresses that dongle."""
+ControlOpt = Annotated[
+    Path | None, typer.Option(help="Control socket of `fleet sim run` [default: $FLEET_DATA_DIR/sim/].")
+]
+DongleArg = Annotated[str, typer.Argument(help="Dongle id, e.g. esp-02f1ee000001.")]
+
+
+def send_control(control: Path | None, words: list[str]) -> str:
+    """One command line to the simulator; returns its reply without the leading ``ok``.
+
+    A dongle id as the first word addresses that dongle. A reply that is not
+    ``ok`` exits 1 with the simulator's own message, which names the problem.
+    """
     control = control or default_sim_dir() / "control.sock"
-    words = list(command)
     if words and words[0].startswith("esp-"):
-        words[0] = "@" + words[0]
+        if not re.fullmatch(r"esp-[0-9a-f]{12}", words[0]):
+            raise InvalidInput("dongle", f"{words[0]!r} is not a dongle id (esp- and 12 lowercase hex digits)")
+        words = ["@" + words[0], *words[1:]]
     line = " ".join(words)
-    if "\n" in line:
-        raise InvalidInput("command", "a control command is one line")
+    if not line or "\n" in line:
+        raise InvalidInput("command", "a control command is one non-empty line")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(10)
@@ -214,6 +270,72 @@ def ctl(
             f"cannot reach the simulator at {control}: {e.strerror or e} (is `fleet sim run` up?)",
         ) from None
     text = reply.decode(errors="replace").strip()
-    typer.echo(text)
-    if not text.startswith("ok"):
-        sys.exit(1)
+    if text != "ok" and not text.startswith("ok "):
+        typer.echo(f"fleet sim: {text.removeprefix('err').strip() or 'no reply'}", err=True)
+        raise typer.Exit(1)
+    return text[3:]
+
+
+@app.command("ctl")
+def ctl(
+    command: Annotated[list[str], typer.Argument(help="e.g. `esp-02f1ee000001 plug msc:size=8M` or `stats`")],
+    control: ControlOpt = None,
+) -> None:
+    """Send one raw control command; a dongle id first addresses that dongle."""
+    reply = send_control(control, list(command))
+    typer.echo(f"ok {reply}" if reply else "ok")
+
+
+@app.command("ls")
+def ls(dongle: DongleArg, control: ControlOpt = None) -> None:
+    """The devices plugged into a dongle (JSON)."""
+    typer.echo(send_control(control, [dongle, "list"]))
+
+
+@app.command("plug")
+def plug(
+    dongle: DongleArg,
+    device: Annotated[
+        str, typer.Argument(help=f"{', '.join(DEVICE_SPECS)}, or a full fleet-dongle spec (msc:size=8M)")
+    ],
+    control: ControlOpt = None,
+) -> None:
+    """Plug a virtual device into a dongle; prints its bus id."""
+    typer.echo(send_control(control, [dongle, "plug", DEVICE_SPECS.get(device, device)]))
+
+
+@app.command("unplug")
+def unplug(
+    dongle: DongleArg,
+    busid: Annotated[str, typer.Argument(help="Bus id of the device, e.g. 1-2.")],
+    control: ControlOpt = None,
+) -> None:
+    """Pull a device out of a dongle."""
+    send_control(control, [dongle, "unplug", busid])
+
+
+@app.command("kill")
+def kill(dongle: DongleArg, control: ControlOpt = None) -> None:
+    """Pull a dongle's power: no goodbye, so the broker publishes its Last Will. `start` powers it on."""
+    send_control(control, [dongle, "crash"])
+
+
+@app.command("start")
+def start(dongle: DongleArg, control: ControlOpt = None) -> None:
+    """Power a killed dongle on again: it boots from its OTA slots with the same devices plugged."""
+    send_control(control, [dongle, "start"])
+
+
+class Link(str, Enum):
+    off = "off"
+    on = "on"
+
+
+@app.command("net")
+def net(
+    dongle: DongleArg,
+    state: Annotated[Link, typer.Argument(help="off: cut the dongle's network; on: restore it.")],
+    control: ControlOpt = None,
+) -> None:
+    """Cut or restore a dongle's network (cut, it sends nothing and the broker sees it gone after 1.5x the keepalive; restored, it reconnects by itself)."""
+    send_control(control, [dongle, "net", state.value])
