@@ -338,6 +338,13 @@ void dongle_agent_devices_changed(dongle_t *d)
         fleet_agent_devices_changed(d->agent->agent);
 }
 
+void dongle_agent_usbip_event(void *arg, const usbip_event_t *ev)
+{
+    dongle_t *d = arg;
+    if (d->agent && d->agent->agent)
+        fleet_agent_on_usbip_event(d->agent->agent, ev);
+}
+
 size_t dongle_agent_footprint(const dongle_t *d)
 {
     if (!d->agent)

@@ -126,6 +126,8 @@ void dongle_agent_power_cut(dongle_t *d);
 bool dongle_agent_tick(dongle_t *d, char *reboot_reason, size_t len);
 void dongle_agent_second(dongle_t *d); /* MQTT keepalive */
 void dongle_agent_devices_changed(dongle_t *d);
+/* The USB/IP core's observer (attach, detach, refused import); arg = the dongle_t. */
+void dongle_agent_usbip_event(void *arg, const usbip_event_t *ev);
 size_t dongle_agent_footprint(const dongle_t *d);
 /* The process's mDNS responder on the loop (one for all dongles). */
 int dongle_mdns_start(posix_loop_t *loop, struct fleet_mdns **out, char *err, size_t err_len);

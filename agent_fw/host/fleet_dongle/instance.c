@@ -74,6 +74,7 @@ int dongle_start(dongle_t *d, const char *const *specs, int nspecs, char *err, s
         .net_ctx = d->net,
         .clock = posix_clock(),
         .log = posix_log(&d->log_cfg),
+        .observer = {dongle_agent_usbip_event, d},
     };
     usbip_err_t e = usbip_server_create(&scfg, &ports, &d->srv);
     if (e != USBIP_OK) {

@@ -191,9 +191,11 @@ static void diff_devices(fleet_agent_t *a)
         const usbip_device_info_t *was = &a->devs[i];
         const usbip_device_info_t *now = find_dev(a->cur, a->ncur, was->busid);
         char client[64];
-        if (!now || strcmp(was->attached_to, now->attached_to) != 0) {
+        bool same_client = now && strcmp(was->attached_to, now->attached_to) == 0 &&
+                           was->attached_port == now->attached_port;
+        if (!same_client) {
             if (was->attached_to[0]) {
-                agent_client_text(was->attached_to, client, sizeof(client));
+                agent_client_text(was->attached_to, was->attached_port, client, sizeof(client));
                 agent_event(a, "detached", was->busid, client, NULL);
             }
         }
@@ -214,8 +216,10 @@ static void diff_devices(fleet_agent_t *a)
             if (!same_grants(was, now))
                 a->state_dirty = true;
         }
-        if (now->attached_to[0] && (!was || strcmp(was->attached_to, now->attached_to) != 0)) {
-            agent_client_text(now->attached_to, client, sizeof(client));
+        bool new_client = !was || strcmp(was->attached_to, now->attached_to) != 0 ||
+                          was->attached_port != now->attached_port;
+        if (now->attached_to[0] && new_client) {
+            agent_client_text(now->attached_to, now->attached_port, client, sizeof(client));
             agent_event(a, "attached", now->busid, client, NULL);
             a->state_dirty = true;
         } else if (was && was->attached_to[0] && !now->attached_to[0]) {
@@ -236,12 +240,23 @@ static void diff_devices(fleet_agent_t *a)
 
 void fleet_agent_devices_changed(fleet_agent_t *a) { a->poll_now = true; }
 
-void fleet_agent_import_refused(fleet_agent_t *a, const char *busid, const char *client, const char *reason)
+void fleet_agent_on_usbip_event(fleet_agent_t *a, const usbip_event_t *ev)
+{
+    if (!a || !ev)
+        return;
+    if (ev->kind == USBIP_EV_IMPORT_REFUSED)
+        fleet_agent_import_refused(a, ev->busid, ev->peer, ev->peer_port, ev->reason);
+    else
+        a->poll_now = true;
+}
+
+void fleet_agent_import_refused(fleet_agent_t *a, const char *busid, const char *client, uint16_t port,
+                                const char *reason)
 {
     if (!busid || !fleet_txt_is_busid(busid) || !client)
         return;
     char c[64];
-    agent_client_text(client, c, sizeof(c));
+    agent_client_text(client, port, c, sizeof(c));
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "reason", reason && reason[0] ? reason : "not granted");
     agent_event(a, "import_refused", busid, c, d);

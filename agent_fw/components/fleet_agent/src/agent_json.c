@@ -23,12 +23,12 @@ const char *agent_speed_name(uint8_t linux_speed)
 
 /* The core knows only the peer's IP; the contract wants "ip:port" (IPv6 in
  * brackets). Port 0 stands for "not known" until the core reports it. */
-void agent_client_text(const char *peer, char *out, size_t len)
+void agent_client_text(const char *peer, uint16_t port, char *out, size_t len)
 {
     if (strchr(peer, ':'))
-        snprintf(out, len, "[%s]:0", peer);
+        snprintf(out, len, "[%s]:%u", peer, (unsigned)port);
     else
-        snprintf(out, len, "%s:0", peer);
+        snprintf(out, len, "%s:%u", peer, (unsigned)port);
 }
 
 /* Integer leases travel as JSON numbers, tokens as strings. */
@@ -90,7 +90,7 @@ cJSON *agent_device_json(fleet_agent_t *a, const usbip_device_info_t *d)
     }
     if (d->attached_to[0]) {
         char client[64];
-        agent_client_text(d->attached_to, client, sizeof(client));
+        agent_client_text(d->attached_to, d->attached_port, client, sizeof(client));
         cJSON_AddStringToObject(o, "attached_to", client);
     } else {
         cJSON_AddNullToObject(o, "attached_to");

@@ -59,7 +59,8 @@ static inline uint64_t agent_now_ms(const fleet_agent_t *a)
 cJSON *agent_device_json(fleet_agent_t *a, const usbip_device_info_t *d);
 cJSON *agent_envelope(fleet_agent_t *a, bool with_seq);
 const char *agent_speed_name(uint8_t linux_speed);
-void agent_client_text(const char *peer, char *out, size_t len);
+/* "ip:port", "[v6]:port": the contracts' client address */
+void agent_client_text(const char *peer, uint16_t port, char *out, size_t len);
 cJSON *agent_lease_json(const char *lease_id);
 
 /* agent.c */

@@ -87,6 +87,7 @@ struct session {
     bool used;
     usbip_sock_t sock;
     char peer[48];
+    uint16_t peer_port;
     phase_t phase;
     bool sock_open;
     bool want_read, want_write;   /* as last told to the net port */
@@ -202,6 +203,9 @@ void srv_log(usbip_server_t *srv, usbip_log_level_t lvl, const char *fmt, ...)
 #endif
     ;
 uint64_t srv_now(usbip_server_t *srv);
+/* Tell the observer; status/reason only for IMPORT_REFUSED. */
+void srv_event(usbip_server_t *srv, usbip_event_kind_t kind, const char *busid, const session_t *s,
+               uint32_t status, const char *reason);
 
 /* Payload copies go through here so the copy-counting build can prove there
  * are none on the data path. */

@@ -236,6 +236,8 @@ void dev_gone_cb(void *ctx, uhp_dev_handle_t h)
      * what is left is queued in software. */
     urb_fail_device(srv, d, USBIP_ENODEV);
     session_t *s = d->owner;
+    if (s && s->phase == PHASE_URB && s->dev == d)
+        srv_event(srv, USBIP_EV_DETACHED, d->busid, s, USBIP_ST_OK, NULL);
     if (s) {
         for (int i = 0; i < srv->cfg.max_urbs_per_session; i++)
             if (s->urbs[i].d == d)

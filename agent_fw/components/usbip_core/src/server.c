@@ -21,6 +21,16 @@ const char *usbip_strerror(usbip_err_t err)
     return "unknown error";
 }
 
+void srv_event(usbip_server_t *srv, usbip_event_kind_t kind, const char *busid, const session_t *s,
+               uint32_t status, const char *reason)
+{
+    if (!srv->p.observer.on_event)
+        return;
+    usbip_event_t ev = {.kind = kind, .busid = busid, .peer = s->peer, .peer_port = s->peer_port,
+                        .status = status, .reason = reason};
+    srv->p.observer.on_event(srv->p.observer.arg, &ev);
+}
+
 void srv_log(usbip_server_t *srv, usbip_log_level_t lvl, const char *fmt, ...)
 {
     if (!srv->p.log.vlog)
@@ -170,7 +180,8 @@ usbip_err_t usbip_server_on_accept(usbip_server_t *srv, usbip_sock_t sock)
         if (!srv->sessions[i].used)
             s = &srv->sessions[i];
     char peer[48] = "?";
-    srv->p.net->peer_addr(srv->p.net_ctx, sock, peer, sizeof(peer));
+    uint16_t peer_port = 0;
+    srv->p.net->peer_addr(srv->p.net_ctx, sock, peer, sizeof(peer), &peer_port);
     peer[sizeof(peer) - 1] = 0;
     if (!s) {
         srv_log(srv, USBIP_LOG_WARN, "client %s refused: all %d sessions in use", peer, srv->cfg.max_sessions);
@@ -193,6 +204,7 @@ usbip_err_t usbip_server_on_accept(usbip_server_t *srv, usbip_sock_t sock)
     s->sock = sock;
     s->sock_open = true;
     memcpy(s->peer, peer, sizeof(peer));
+    s->peer_port = peer_port;
     s->t_accept_us = srv_now(srv);
     usbip_sock_opts_t o = {.nodelay = true,
                            .keepalive = srv->cfg.keepalive_idle_s > 0,
@@ -274,8 +286,10 @@ int usbip_server_list_devices(usbip_server_t *srv, usbip_device_info_t *out, int
         o->pid = (uint16_t)(d->ddesc[10] | (d->ddesc[11] << 8));
         o->speed = d->speed;
         o->num_interfaces = d->num_intf;
-        if (d->owner && d->owner->phase == PHASE_URB)
+        if (d->owner && d->owner->phase == PHASE_URB) {
             memcpy(o->attached_to, d->owner->peer, sizeof(o->attached_to));
+            o->attached_port = d->owner->peer_port;
+        }
         grant_t *g = grant_find(srv, d->busid);
         if (g) {
             for (int j = 0; j < g->n; j++)

@@ -284,6 +284,8 @@ void sess_close(usbip_server_t *srv, session_t *s, const char *why)
         return;
     if (why)
         srv_log(srv, USBIP_LOG_INFO, "client %s: session closed (%s)", s->peer, why);
+    if (s->phase == PHASE_URB && s->dev)
+        srv_event(srv, USBIP_EV_DETACHED, s->dev->busid, s, USBIP_ST_OK, NULL);
     if (s->sock_open) {
         s->sock_open = false;
         srv->p.net->close(srv->p.net_ctx, s->sock);
@@ -370,6 +372,7 @@ static void import_refuse(usbip_server_t *srv, session_t *s, uint32_t st, const 
                           const char *why)
 {
     srv_log(srv, USBIP_LOG_WARN, "client %s: import of %s refused: %s", s->peer, busid, why);
+    srv_event(srv, USBIP_EV_IMPORT_REFUSED, busid, s, st, why);
     usbip_pack_op_hdr(s->mgmt_small, USBIP_OP_REP_IMPORT, st);
     mgmt_reply(srv, s, s->mgmt_small, USBIP_OP_HDR_LEN);
 }
@@ -406,6 +409,7 @@ static void handle_import(usbip_server_t *srv, session_t *s, const char *busid)
     usbip_pack_op_hdr(s->mgmt_small, USBIP_OP_REP_IMPORT, USBIP_ST_OK);
     usbip_pack_dev_record(s->mgmt_small + USBIP_OP_HDR_LEN, &rec);
     srv_log(srv, USBIP_LOG_INFO, "client %s imported %s", s->peer, busid);
+    srv_event(srv, USBIP_EV_ATTACHED, busid, s, USBIP_ST_OK, NULL);
     mgmt_reply(srv, s, s->mgmt_small, USBIP_OP_HDR_LEN + USBIP_DEV_RECORD_LEN);
     urb_start_import_reset(srv, s, d);
 }

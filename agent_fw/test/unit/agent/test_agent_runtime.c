@@ -97,7 +97,16 @@ static void test_grant_revoke_enforced_by_core(void)
     rt_init(rt, true, false);
     rt_online(rt);
     int s1 = world_connect(&rt->w, "127.0.0.9");
+    int before = rt->npub;
     TL_EQ_INT(cli_import(&rt->w, s1, "1-1"), USBIP_ST_NA); /* refused before the grant */
+    /* reported at once, from the core's observer, with the client's port */
+    TL_EQ_INT(rt_count_events(rt, "import_refused", "1-1", before), 1);
+    cJSON *refused = rt_last(rt, "events", before, NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "127.0.0.9:%d", 40000 + s1);
+    TL_EQ_STR(str(refused, "client"), want);
+    TL_EQ_STR(str(cJSON_GetObjectItem(refused, "detail"), "reason"), "not granted to this address");
+    cJSON_Delete(refused);
 
     int from = rt->npub;
     rt_cmd(rt, "grant",
@@ -116,7 +125,8 @@ static void test_grant_revoke_enforced_by_core(void)
     TL_EQ_INT(rt_count_events(rt, "attached", "1-1", from), 1);
     cJSON *state = rt_last(rt, "state", from, NULL);
     const cJSON *d0 = cJSON_GetArrayItem(cJSON_GetObjectItem(state, "devices"), 0);
-    TL_EQ_STR(str(d0, "attached_to"), "127.0.0.9:0");
+    snprintf(want, sizeof(want), "127.0.0.9:%d", 40000 + s2);
+    TL_EQ_STR(str(d0, "attached_to"), want);
     TL_EQ_STR(cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "granted_to"), 0)->valuestring, "127.0.0.9");
     cJSON_Delete(state);
 

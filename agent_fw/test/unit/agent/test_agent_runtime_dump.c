@@ -40,7 +40,7 @@ int main(void)
     cli_import(&rt->w, s, "1-1");
     int dev = fake_usb_add_test_device(&rt->w.usb, "1-2.3", 0x1234, 0x5678);
     rt_advance(rt, 300);
-    fleet_agent_import_refused(rt->agent, "1-2.3", "::1", "not granted");
+    fleet_agent_import_refused(rt->agent, "1-2.3", "::1", 51234, "not granted");
     fake_usb_unplug(&rt->w.usb, dev);
     rt_advance(rt, 300);
     rt_cmd(rt, "revoke",

@@ -181,6 +181,13 @@ static bool h_usbip_listening(void *ctx)
 }
 static const fleet_agent_host_ops_t k_host = {h_describe, h_port_power, h_reboot, NULL, h_usbip_listening};
 
+/* The core's observer, wired as fleet-dongle wires it. */
+static void rt_usbip_event(void *arg, const usbip_event_t *ev)
+{
+    rt_t *rt = arg;
+    fleet_agent_on_usbip_event(rt->agent, ev);
+}
+
 void rt_init(rt_t *rt, bool enforce, bool with_kv)
 {
     memset(rt, 0, sizeof(*rt));
@@ -213,6 +220,7 @@ void rt_recreate(rt_t *rt, const char *reason)
         fprintf(stderr, "fleet_agent_create: %s\n", reason_buf);
         exit(2);
     }
+    rt->w.forward = (usbip_observer_t){rt_usbip_event, rt};
 }
 
 void rt_fini(rt_t *rt)

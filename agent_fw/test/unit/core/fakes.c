@@ -710,9 +710,10 @@ static void n_interest(void *ctx, usbip_sock_t sock, bool r, bool w)
     s->want_write = w;
 }
 
-static int n_peer(void *ctx, usbip_sock_t sock, char *buf, size_t len)
+static int n_peer(void *ctx, usbip_sock_t sock, char *buf, size_t len, uint16_t *port)
 {
     snprintf(buf, len, "%s", S(ctx, sock)->peer);
+    *port = (uint16_t)(40000 + (int)sock); /* an ephemeral port per connection */
     return 0;
 }
 
@@ -793,6 +794,21 @@ static void w_log(void *ctx, usbip_log_level_t lvl, const char *tag, const char 
         fprintf(stderr, "  [log] %s\n", w->last_log);
 }
 
+static void w_event(void *ctx, const usbip_event_t *ev)
+{
+    world_t *w = ctx;
+    if (w->nev < (int)(sizeof(w->ev) / sizeof(w->ev[0]))) {
+        w->ev[w->nev].kind = ev->kind;
+        snprintf(w->ev[w->nev].busid, sizeof(w->ev[0].busid), "%s", ev->busid);
+        snprintf(w->ev[w->nev].peer, sizeof(w->ev[0].peer), "%s", ev->peer);
+        w->ev[w->nev].port = ev->peer_port;
+        w->ev[w->nev].status = ev->status;
+        w->nev++;
+    }
+    if (w->forward.on_event)
+        w->forward.on_event(w->forward.arg, ev);
+}
+
 void world_init(world_t *w, const usbip_server_config_t *cfg)
 {
     memset(w, 0, sizeof(*w));
@@ -806,6 +822,7 @@ void world_init(world_t *w, const usbip_server_config_t *cfg)
         .net_ctx = &w->net,
         .clock = {.now_us = w_now, .unix_time = w_unix, .ctx = w},
         .log = {.vlog = w_log, .ctx = w},
+        .observer = {w_event, w},
     };
     if (usbip_server_create(cfg, &p, &w->srv) != USBIP_OK) {
         fprintf(stderr, "usbip_server_create failed\n");

@@ -131,6 +131,15 @@ typedef struct {
     int64_t unix_now;
     char last_log[512];
     int warn_logs;
+    /* what the server's observer told, in order */
+    int nev;
+    struct {
+        usbip_event_kind_t kind;
+        char busid[32], peer[48];
+        uint16_t port;
+        uint32_t status;
+    } ev[32];
+    usbip_observer_t forward; /* also told, when set after world_init */
 } world_t;
 
 void world_init(world_t *w, const usbip_server_config_t *cfg);

@@ -134,6 +134,16 @@ static void test_grants(void)
     usbip_device_info_t info[2];
     usbip_server_list_devices(W.srv, info, 2);
     TL_EQ_STR(info[0].attached_to, "127.0.0.3");
+    TL_EQ_INT(info[0].attached_port, 40000 + g);
+    /* the observer heard both refusals and the import, with who and why */
+    TL_EQ_INT(W.nev, 3);
+    TL_EQ_INT(W.ev[0].kind, USBIP_EV_IMPORT_REFUSED);
+    TL_EQ_INT(W.ev[0].status, USBIP_ST_NA);
+    TL_EQ_STR(W.ev[0].busid, "1-1");
+    TL_EQ_STR(W.ev[1].peer, "127.0.0.1");
+    TL_EQ_INT(W.ev[1].port, 40000 + a);
+    TL_EQ_INT(W.ev[2].kind, USBIP_EV_ATTACHED);
+    TL_EQ_STR(W.ev[2].peer, "127.0.0.3");
     TL_EQ_INT(info[0].num_granted, 2);
     TL_EQ_STR(info[0].lease_id, "lease-7");
     /* revoke closes the granted client's session at once, even with an URB in flight */
@@ -142,6 +152,9 @@ static void test_grants(void)
     TL_EQ_INT(fake_usb_in_flight(&W.usb, 0x82), 1);
     TL_EQ_INT(usbip_revoke(W.srv, "1-1"), USBIP_OK);
     TL_CHECK(!W.net.s[g].open);
+    TL_EQ_INT(W.nev, 4);
+    TL_EQ_INT(W.ev[3].kind, USBIP_EV_DETACHED);
+    TL_EQ_INT(W.ev[3].port, 40000 + g);
     world_pump(&W);
     TL_EQ_INT(fake_usb_in_flight(&W.usb, 0x82), 0);
     TL_EQ_INT(W.usb.dev[0].claimed_alt[0], -1); /* channels given back */
@@ -199,6 +212,11 @@ static void test_removal_mid_transfer(void)
     }
     TL_CHECK(seen[1] == 1 && seen[2] == 1 && seen[3] == 1);
     TL_CHECK(!W.net.s[s].open); /* closed cleanly after the replies */
+    /* unplugged while imported: one detach, not a second one when the session ends */
+    TL_EQ_INT(W.nev, 2);
+    TL_EQ_INT(W.ev[0].kind, USBIP_EV_ATTACHED);
+    TL_EQ_INT(W.ev[1].kind, USBIP_EV_DETACHED);
+    TL_EQ_STR(W.ev[1].busid, "1-1");
     TL_EQ_INT(usbip_server_session_count(W.srv), 0);
     TL_EQ_INT(usbip_server_list_devices(W.srv, NULL, 0), 0);
     finish();

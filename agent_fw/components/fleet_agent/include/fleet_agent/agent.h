@@ -109,8 +109,13 @@ void fleet_agent_destroy(fleet_agent_t *a, const char *reason);
 void fleet_agent_tick(fleet_agent_t *a);
 /* The device list moved (plug, unplug, attach): diff at the next tick. */
 void fleet_agent_devices_changed(fleet_agent_t *a);
-/* The core refused an import (when the owner learns of it). */
-void fleet_agent_import_refused(fleet_agent_t *a, const char *busid, const char *client, const char *reason);
+/* The core refused an import: client is the address without the port. */
+void fleet_agent_import_refused(fleet_agent_t *a, const char *busid, const char *client, uint16_t port,
+                                const char *reason);
+/* Feed the USB/IP core's observer (usbip_server_ports_t.observer) here:
+ * refusals become import_refused events at once, attach and detach are
+ * reported by the next tick's device diff, with the device's new state. */
+void fleet_agent_on_usbip_event(fleet_agent_t *a, const usbip_event_t *ev);
 /* Feed an OTA event (the fleet_ota_t's on_event). */
 void fleet_agent_on_ota_event(fleet_agent_t *a, const fleet_ota_event_t *ev);
 /* Callbacks for the owner's fleet_ota_config_t, created before the agent:

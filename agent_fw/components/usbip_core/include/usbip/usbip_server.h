@@ -65,6 +65,30 @@ typedef struct {
                              .control_watchdog_ms = 5000, .enforce_grants = false,      \
                              .hide_granted = true, .busnum = 1})
 
+/* What happened to an exported device, told as it happens so the owner
+ * (the agent) reports it without polling. */
+typedef enum {
+    USBIP_EV_ATTACHED,       /* a client imported the device */
+    USBIP_EV_DETACHED,       /* that session ended (client gone, revoke, unplug) */
+    USBIP_EV_IMPORT_REFUSED, /* an import was answered with an error status */
+} usbip_event_kind_t;
+
+typedef struct {
+    usbip_event_kind_t kind;
+    const char *busid;
+    const char *peer;        /* client address without the port */
+    uint16_t peer_port;
+    uint32_t status;         /* IMPORT_REFUSED: the USBIP_ST_* sent */
+    const char *reason;      /* IMPORT_REFUSED: why, in words */
+} usbip_event_t;
+
+/* Called on the owner loop with the server's lock held: it must not call
+ * back into the server. */
+typedef struct {
+    void (*on_event)(void *arg, const usbip_event_t *ev);
+    void *arg;
+} usbip_observer_t;
+
 typedef struct {
     const uhp_ops_t *usb;
     void *usb_ctx;
@@ -73,6 +97,7 @@ typedef struct {
     usbip_clock_t clock;
     usbip_log_t log;    /* vlog may be NULL: silent */
     usbip_lock_t lock;  /* lock may be NULL: single-threaded */
+    usbip_observer_t observer; /* on_event may be NULL: nobody listens */
 } usbip_server_ports_t;
 
 typedef struct usbip_server usbip_server_t;
@@ -128,6 +153,7 @@ typedef struct {
     uint8_t speed;           /* Linux usb_device_speed */
     uint8_t num_interfaces;
     char attached_to[48];    /* peer address of the importing client, "" if free */
+    uint16_t attached_port;  /* and its TCP port */
     char granted_to[USBIP_MAX_GRANT_ADDRS][48];
     int num_granted;
     char lease_id[64];

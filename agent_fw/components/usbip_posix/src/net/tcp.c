@@ -501,13 +501,15 @@ static void op_set_interest(void *ctx, usbip_sock_t sock, bool rd, bool wr)
         posix_loop_mark_ready(n->loop, (int)sock);
 }
 
-static int op_peer_addr(void *ctx, usbip_sock_t sock, char *buf, size_t len)
+static int op_peer_addr(void *ctx, usbip_sock_t sock, char *buf, size_t len, uint16_t *port)
 {
     (void)ctx;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     if (getpeername((int)sock, (struct sockaddr *)&ss, &sl) != 0)
         return -1;
+    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                           : ((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
         /* v4-mapped peers are reported as plain IPv4 so grants match */

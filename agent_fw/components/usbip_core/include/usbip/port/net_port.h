@@ -56,8 +56,9 @@ typedef struct {
      * usbip_server_on_readable only while want_read, _on_writable only
      * while want_write. Not reading is how the core applies back-pressure. */
     void (*set_interest)(void *ctx, usbip_sock_t sock, bool want_read, bool want_write);
-    /* Peer address as text without the port ("127.0.0.1", "::1"). */
-    int (*peer_addr)(void *ctx, usbip_sock_t sock, char *buf, size_t len);
+    /* Peer address as text without the port ("127.0.0.1", "::1": grants
+     * match on it), and the peer's port in *port. */
+    int (*peer_addr)(void *ctx, usbip_sock_t sock, char *buf, size_t len, uint16_t *port);
     /* Close the socket; the core never touches the handle again. */
     void (*close)(void *ctx, usbip_sock_t sock);
 } usbip_net_ops_t;
