@@ -48,6 +48,9 @@ def test_config_reboot_and_port_power(lab: SimLab) -> None:
     d, ip = lab.ids[0], "127.80.0.1"
     with pytest.raises(ImportRefused):  # grants are enforced: nobody holds a lease
         usbip.import_device(ip, 3240, "1-1", timeout=5)
+    refused = wait_for(lambda: lab.events(d, "import_refused"), 5, "the refusal reported")[-1]
+    assert refused["busid"] == "1-1" and refused["detail"]["reason"] == "not granted to this address"
+    assert re.fullmatch(r"127\.0\.0\.1:[1-9][0-9]*", refused["client"]), refused
 
     r = lab.fleet("dongles", "config", d, "--no-enforce-grants", "--telemetry-interval", "2", "--wait")
     assert r.returncode == 0, r.stdout + r.stderr
