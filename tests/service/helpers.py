@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,3 +128,25 @@ def status(dongle_id: str, value: str, reason: str | None = None, at: float | No
 
 def bring_online(svc: Services, dongle_id: str, devices: list[dict[str, Any]]) -> None:
     svc.ingest.apply([status(dongle_id, "online"), state(dongle_id, devices)])
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with a real uvicorn on a free loopback port, in a thread; yields its URL."""
+    import uvicorn  # noqa: PLC0415
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+        sock.close()

@@ -8,7 +8,6 @@ adapter would, by a thread watching what the service publishes.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,14 +15,13 @@ from typing import Any
 
 import pytest
 import typer
-import uvicorn
 from typer.testing import CliRunner
 
 from fleet import contracts
 from fleet.api import create_api
 from fleet.services.container import Services, build_services
 
-from .helpers import DONGLE_A, DONGLE_B, Db, RecordingPublisher, bring_online, device, msg, status
+from .helpers import DONGLE_A, DONGLE_B, Db, RecordingPublisher, bring_online, device, msg, serving, status
 
 
 @pytest.fixture
@@ -37,21 +35,8 @@ def svc(db: Db, publisher: RecordingPublisher) -> Services:
 
 @pytest.fixture
 def server(svc: Services) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(uvicorn.Config(create_api(svc), log_level="warning"))
-    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        t.join(10)
-        sock.close()
+    with serving(create_api(svc)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the service's ingest, exactly as the MQTT adapter would.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 import typer
-import uvicorn
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -26,7 +24,7 @@ from fleet.domain.firmware import parse_image
 from fleet.services.container import Services, build_services
 from fleet.services.firmware import FirmwareSettings, load_signing_key
 
-from .helpers import DONGLE_A, Db, RecordingPublisher, msg
+from .helpers import DONGLE_A, Db, RecordingPublisher, msg, serving
 from .test_firmware import FIXTURE_IMAGE, TEST_KEY, TEST_PUB, online
 
 
@@ -49,22 +47,8 @@ def fsvc(sqlite_db: Db, publisher: RecordingPublisher, tmp_path: Path) -> Servic
 
 @pytest.fixture
 def server(fsvc: Services) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_api(fsvc), log_level="warning"))
-    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join(10)
-        sock.close()
+    with serving(create_api(fsvc)) as url:
+        yield url
 
 
 @pytest.fixture
