@@ -1,4 +1,4 @@
-"""``fleet dongles ls | show | reboot | power | config | commands``: dongle administration
+"""``fleet dongles ls | show | events | reboot | power | config | commands``: dongle administration
 over the REST API (reading needs any token; commands need an admin token).
 
 The group is shared: fleet.client.firmware_cmds adds ``ota`` to it.
@@ -50,6 +50,11 @@ class DonglesApi(Api):
     def commands(self, **filters: Any) -> list[dict[str, Any]]:
         return self._pages("/commands", filters)
 
+    def events(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first, one page (``limit``)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._dc("GET", "/events", params=params)["items"]  # type: ignore[no-any-return]
+
 
 def _api() -> DonglesApi:
     return DonglesApi(credentials.load())
@@ -94,6 +99,43 @@ def show(dongle: DongleArg) -> None:
     """Everything the service knows about one dongle, with its devices (JSON)."""
     with _api() as api:
         _print_json(api.dongle(dongle))
+
+
+EVENT_COLUMNS = ["RECEIVED", "TYPE", "BUSID", "CLIENT", "DETAIL"]
+
+
+def _event_row(e: dict[str, Any]) -> list[str]:
+    detail = json.dumps(e["detail"], sort_keys=True, separators=(",", ":")) if e.get("detail") else "-"
+    return [str(e.get("received_at")), e["type"], str(e.get("busid") or "-"), str(e.get("client") or "-"),
+            detail if len(detail) <= 100 else detail[:97] + "..."]
+
+
+def events(
+    dongle: DongleArg,
+    type: Annotated[
+        str | None, typer.Option("--type", help="e.g. ota_progress, selftest, attached, import_refused")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many of the newest")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events until Ctrl-C")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (one object per line)")] = False,
+) -> None:
+    """What a dongle reported: hot-plug, attach/detach, refused imports, OTA steps, self-tests."""
+    with _api() as api:
+        api.dongle(dongle)  # an unknown dongle is an error, not an empty list
+        shown = list(reversed(api.events(dongle=dongle, type=type, limit=limit)))
+        if as_json:
+            for e in shown:
+                typer.echo(json.dumps(e, sort_keys=True))
+        elif shown or not follow:
+            typer.echo(table([_event_row(e) for e in shown], EVENT_COLUMNS))
+        last = shown[-1]["id"] if shown else 0
+        while follow:
+            time.sleep(1)
+            new = list(reversed(api.events(dongle=dongle, type=type, after_id=last, limit=1000)))
+            for e in new:
+                typer.echo(json.dumps(e, sort_keys=True) if as_json else "  ".join(_event_row(e)))
+            if new:
+                last = new[-1]["id"]
 
 
 COMMAND_COLUMNS = ["REQUEST", "NAME", "STATE", "OUTCOME", "SENT", "ANSWERED", "ERROR"]
@@ -241,6 +283,7 @@ def config(
 
 dongles_app.command("ls")(_reported(ls))
 dongles_app.command("show")(_reported(show))
+dongles_app.command("events")(_reported(events))
 dongles_app.command("reboot")(_reported(reboot))
 dongles_app.command("power")(_reported(power))
 dongles_app.command("config")(_reported(config))

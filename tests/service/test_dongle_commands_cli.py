@@ -106,6 +106,24 @@ def test_ls_and_show(fleet: Any) -> None:
     assert "fleet: no dongle 'esp-0000000000ff'" in out and "fleet dongles ls" in out
 
 
+def test_events_oldest_first_filtered_and_as_json(fleet: Any, svc: Services) -> None:
+    svc.ingest.apply([
+        msg("events", DONGLE_A, {"seq": 700, "uptime_s": 9, "type": "import_refused", "busid": "1-1",
+                                 "client": "127.0.0.1:40123", "detail": {"reason": "not granted to this address"}}),
+        msg("events", DONGLE_A, {"seq": 701, "uptime_s": 9, "type": "ota_progress",
+                                 "detail": {"step": "download", "bytes": 5, "total": 10}}),
+    ])
+    lines = fleet("events", DONGLE_A).splitlines()
+    assert lines[0].split() == ["RECEIVED", "TYPE", "BUSID", "CLIENT", "DETAIL"]
+    body = [line.split() for line in lines[1:]]
+    assert [r[1] for r in body][-2:] == ["import_refused", "ota_progress"]
+    assert body[-2][2:4] == ["1-1", "127.0.0.1:40123"]
+    only = [json.loads(line) for line in fleet("events", DONGLE_A, "--type", "ota_progress", "--json").splitlines()]
+    assert [e["detail"] for e in only] == [{"step": "download", "bytes": 5, "total": 10}]
+    out = fleet("events", "esp-0000000000ff", code=1)
+    assert "no dongle 'esp-0000000000ff'" in out
+
+
 def test_reboot_power_config_with_wait(fleet: Any, svc: Services, publisher: RecordingPublisher) -> None:
     with Dongle(svc, publisher):
         out = fleet("reboot", DONGLE_A, "--reason", "maintenance", "--wait")
