@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,6 +52,7 @@ class Observer:
     def __init__(self, dongle_ids: Sequence[str]) -> None:
         self.dongle_ids = list(dongle_ids)
         self.messages: list[tuple[str, dict | str, bool]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each message, parallel to messages
         self.cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"obs-{secrets.token_hex(4)}")
         self.client.on_message = self._on_message
@@ -68,6 +70,7 @@ class Observer:
             payload = msg.payload.decode("utf-8", "replace")
         with self.cond:
             self.messages.append((msg.topic, payload, bool(msg.retain)))
+            self.arrived.append(time.monotonic())
             self.cond.notify_all()
 
     def wait_for(self, pred: Callable[[str, dict], bool], timeout: float = 10.0, after: int = 0):
@@ -82,6 +85,12 @@ class Observer:
                     seen = [(t, p) for t, p, _ in self.messages[after:]][-15:]
                     raise AssertionError(f"not seen within {timeout}s; last messages: {seen}")
                 self.cond.wait(left)
+
+    def arrivals(self, topic: str, after: int = 0) -> list[float]:
+        """When each message on topic arrived (monotonic seconds), from index after on."""
+        with self.cond:
+            return [at for (t, _, _), at in zip(self.messages[after:], self.arrived[after:], strict=True)
+                    if t == topic]
 
     def mark(self) -> int:
         with self.cond:
@@ -242,6 +251,28 @@ class FileServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RangeServer:
+    """The agent tests' range_server.py on 127.0.0.1: honours "Range: bytes=N-" (http.server does not),
+    so a download can resume; /fw/NAME serves directory/NAME. Its request log: requests()."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log_path = directory.parent / f"{directory.name}-requests.log"
+        self.proc = subprocess.Popen([sys.executable, str(FIXTURES.parent / "range_server.py"), "--dir",
+                                      str(directory), "--log", str(self.log_path)], stdout=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("port "), f"range_server.py did not start: {line!r}"
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}/fw"
+
+    def requests(self) -> list[str]:
+        """One "GET PATH range=bytes=N- STATUS" line per request so far."""
+        return self.log_path.read_text().splitlines() if self.log_path.exists() else []
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 # ---- mDNS on loopback, at the packet level (needs `ip link set lo multicast on`) ----

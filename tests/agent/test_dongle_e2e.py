@@ -9,6 +9,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from agent_support import MQTT_URL, MultiDongle, Observer, random_mac
@@ -526,3 +528,158 @@ def test_ota_rate_caps_the_download(agent_dongle, tmp_path):
         assert will["reason"] == "lwt"
     finally:
         srv.close()
+
+
+# ---- an OTA download runs off the event loop (the esp32 runs it in a task of its own) ----
+
+
+def _progress(obs: Observer, did: str, after: int) -> list[int]:
+    with obs.cond:
+        return [p["detail"]["bytes"] for t, p, _ in obs.messages[after:]
+                if t == f"fleet/v1/{did}/events" and isinstance(p, dict) and p["type"] == "ota_progress"
+                and p["detail"]["step"] == "download"]
+
+
+def _check_b_serves(d: MultiDongle, b: str, b_ip: str) -> None:
+    """B answers USB/IP and the control channel within a second, whatever A does."""
+    from fleet.usbip.client import devlist  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    assert [r.busid for r in devlist(b_ip, 3240, timeout=1.0)] == ["1-1"]
+    stats = json.loads(d.command(f"@{b} stats")[3:])
+    assert stats["power"] == "on"
+    assert time.monotonic() - t0 < 1.0
+
+
+def _watch_download(d: MultiDongle, obs: Observer, a: str, b: str, b_ip: str, after: int,
+                    until: Callable[[], bool], timeout: float) -> list[int]:
+    """Poll B twice a second while A downloads; the download progress A had reported at each poll."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, f"A's download did not get there; progress {seen}"
+        _check_b_serves(d, b, b_ip)
+        got = _progress(obs, a, after)
+        seen.append(max(got) if got else 0)
+        time.sleep(0.5)
+    return seen
+
+
+def test_ota_download_does_not_stall_the_other_dongles(dongle_bin, tmp_path):
+    from agent_support import TEST_PUBKEY, RangeServer, signed_manifest, sim_image  # noqa: PLC0415
+
+    www = tmp_path / "www"
+    www.mkdir()
+    new = sim_image("0.4.0", bytes(range(256)) * (12 * 1024))  # 3 MiB: 12 s at 256 KiB/s
+    newer = sim_image("0.5.0", bytes(range(255, -1, -1)) * (12 * 1024))
+    (www / "new.bin").write_bytes(new)
+    (www / "newer.bin").write_bytes(newer)
+    srv = RangeServer(www)
+    base_mac = random_mac()
+    a, b = (f"esp-{int(base_mac, 16) + i:012x}" for i in range(2))
+    b_ip = "127.9.0.2"
+    obs = Observer([a, b])
+    state_dir = tmp_path / "state"
+    # keepalive 5: a loop frozen for 7.5 s makes the broker publish B's Last Will
+    d = MultiDongle(dongle_bin, ["--device", "hid-keyboard", "--dongles", "2", "--base-address", "127.9.0.1",
+                                 "--base-mac", base_mac, "--mqtt", MQTT_URL, "--state-dir", str(state_dir),
+                                 "--ota-pubkey", str(TEST_PUBKEY), "--ota-rate", "256K",
+                                 "--mqtt-keepalive", "5", "--telemetry-interval", "1"], tmp_path)
+    try:
+        for did in (a, b):
+            obs.wait_for(lambda t, p, did=did: t == f"fleet/v1/{did}/state" and len(p["devices"]) == 1)
+        start = obs.mark()
+        manifest = signed_manifest(new, "0.4.0", f"{srv.url}/new.bin")
+        rid = manifest["request_id"]
+        obs.raw(a, "ota", json.dumps(manifest).encode())
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/events" and p["type"] == "ota_progress"
+                     and p["detail"]["step"] == "download" and p["detail"]["bytes"] > 0,
+                     after=start, timeout=5)
+        # a second update while this one downloads: refused at once, the first goes on
+        t0 = time.monotonic()
+        other = obs.command(a, "ota", signed_manifest(newer, "0.5.0", f"{srv.url}/newer.bin"))
+        assert other["ok"] is False and other["error"].startswith("state: "), other
+        assert time.monotonic() - t0 < 2.0
+        validate("cmd-result", other)
+
+        def a_answered() -> bool:
+            with obs.cond:
+                return any(t == f"fleet/v1/{a}/cmd-result" and isinstance(p, dict) and p["request_id"] == rid
+                           for t, p, _ in obs.messages[start:])
+
+        seen = _watch_download(d, obs, a, b, b_ip, start, a_answered, timeout=40)
+        # progress reached the service while the bytes were still coming
+        during = [x for x in seen if 0 < x < len(new)]
+        assert len(set(during)) >= 4 and during == sorted(during), seen
+        done = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/cmd-result" and p["request_id"] == rid,
+                            after=start)
+        assert done["ok"] is True, done
+        t_end = obs.arrivals(f"fleet/v1/{a}/cmd-result", start)[-1]
+        confirmed = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/state"
+                                 and p["boot"]["ota_state"] == "valid", after=start, timeout=20)
+        assert confirmed["firmware"]["version"] == "0.4.0" and confirmed["boot"]["slot"] == "ota_1"
+        # B kept its telemetry going all through A's download, and never went offline
+        t_b = [x for x in obs.arrivals(f"fleet/v1/{b}/telemetry", start) if x <= t_end]
+        assert len(t_b) >= 8, t_b
+        assert max(y - x for x, y in zip(t_b, t_b[1:], strict=False)) < 2.5, t_b
+        assert [s["status"] for s in _statuses(obs, b, 0)] == ["online"]
+
+        # a power cut in the middle of the next download
+        mark = obs.mark()
+        manifest = signed_manifest(newer, "0.5.0", f"{srv.url}/newer.bin")
+        obs.raw(a, "ota", json.dumps(manifest).encode())
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/events" and p["type"] == "ota_progress"
+                     and p["detail"]["step"] == "download" and p["detail"]["bytes"] >= 1024 * 1024,
+                     after=mark, timeout=15)
+        t0 = time.monotonic()
+        assert d.command(f"@{a} crash") == "ok"
+        assert time.monotonic() - t0 < 1.0  # the download stops within a pacing step
+        will = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/status", after=mark, timeout=10)
+        assert will["reason"] == "lwt"
+        assert d.proc.poll() is None
+        _check_b_serves(d, b, b_ip)
+        cut = obs.mark()
+        assert d.command(f"@{a} start") == "ok"
+        boot = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/events" and p["type"] == "rebooted", after=cut)
+        assert boot["detail"]["reason"] == "power_on"
+        st = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/state", after=cut)
+        assert st["firmware"]["version"] == "0.4.0" and st["boot"]["slot"] == "ota_1"  # the old slot boots
+        assert not _ota_events(obs, mark, "boot")
+        # what the cut left is consistent: the retry resumes from the journal and the image verifies
+        retry = obs.mark()
+        obs.raw(a, "ota", json.dumps(manifest).encode())
+        r = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/cmd-result"
+                         and p["request_id"] == manifest["request_id"], after=retry, timeout=30)
+        assert r["ok"] is True, r
+        # the GET asked for the rest only, from what the journal vouched for
+        gets = [line.split() for line in srv.requests() if line.startswith("GET /fw/newer.bin ")]
+        assert gets[-1][3] == "206", gets
+        assert int(gets[-1][2].removeprefix("range=bytes=").rstrip("-")) >= 256 * 1024, gets
+        assert 0 not in _progress(obs, a, retry)[1:], _progress(obs, a, retry)  # never started over
+        up = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/state" and p["firmware"]["version"] == "0.5.0"
+                          and p["boot"]["ota_state"] == "valid", after=retry, timeout=20)
+        assert up["boot"]["slot"] == "ota_0"
+        assert [s["status"] for s in _statuses(obs, b, 0)] == ["online"]
+        _check_b_serves(d, b, b_ip)
+
+        # SIGTERM mid-download: the thread is stopped and joined, its answer leaves before the goodbye
+        last = sim_image("0.6.0", b"\x17" * (3 * 1024 * 1024))
+        (www / "last.bin").write_bytes(last)
+        mark = obs.mark()
+        manifest = signed_manifest(last, "0.6.0", f"{srv.url}/last.bin")
+        obs.raw(a, "ota", json.dumps(manifest).encode())
+        obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/events" and p["type"] == "ota_progress"
+                     and p["detail"]["step"] == "download" and p["detail"]["bytes"] > 0,
+                     after=mark, timeout=15)
+        assert d.stop() == 0, Path(d.log.name).read_text()[-3000:]
+        res = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/cmd-result"
+                           and p["request_id"] == manifest["request_id"], after=mark, timeout=5)
+        assert res["ok"] is False and res["error"].startswith("download: cancelled at "), res
+        bye = obs.wait_for(lambda t, p: t == f"fleet/v1/{a}/status" and p.get("reason") == "shutdown",
+                           after=mark, timeout=5)
+        assert _index_after(obs, res) < _index_after(obs, bye)
+    finally:
+        rc = d.stop()
+        obs.close()
+        srv.close()
+    assert rc == 0, Path(d.log.name).read_text()[-3000:]

@@ -3,7 +3,8 @@
 #   fleet_agent        portable core: config document, OTA manifest/image checks,
 #                      OTA state machine, boot-slot choice (mbedTLS + cJSON)
 #   fleet_agent_posix  the Linux ports: file-backed OTA slots + otadata, file kv
-#                      store, libcurl HTTP with Range, clock, stderr log
+#                      store, libcurl HTTP with Range, clock, stderr log, the
+#                      OTA worker thread
 #   fleet_agent_runtime        the agent runtime (src/agent*.c): MQTT reporting and
 #                              commands over one USB/IP core; needs the usbip_core
 #                              headers, the final link brings usbip_core itself
@@ -47,7 +48,8 @@ list(REMOVE_ITEM FLEET_AGENT_POSIX_SRCS ${FLEET_AGENT_RUNTIME_POSIX_SRCS})
 add_library(fleet_agent_posix STATIC ${FLEET_AGENT_POSIX_SRCS})
 target_include_directories(fleet_agent_posix PUBLIC ${FLEET_AGENT_POSIX_DIR})
 target_compile_definitions(fleet_agent_posix PRIVATE _GNU_SOURCE)
-target_link_libraries(fleet_agent_posix PUBLIC fleet_agent PkgConfig::FLEET_CURL)
+find_package(Threads REQUIRED) # the worker port's OTA thread
+target_link_libraries(fleet_agent_posix PUBLIC fleet_agent PkgConfig::FLEET_CURL Threads::Threads)
 set_target_properties(fleet_agent_posix PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
 
 # The agent runtime. The usbip_core headers only: fleet-dongle links the core,

@@ -3,7 +3,9 @@
  * own agent, libmosquitto client (bound to the dongle's 127.x address, its
  * socket on the shared epoll loop, no thread), config store and, with an
  * OTA key, file-backed OTA slots in <state-dir>/<id>/. One mDNS responder
- * serves every dongle of the process. Also the simulated bootloader (which
+ * serves every dongle of the process. An OTA download runs on a thread of
+ * its own (the worker port) under the process's big lock. Also the
+ * simulated bootloader (which
  * reads the booted image's fault directive) and the network-cut switch that
  * reaches every port with a socket.
  */
@@ -31,6 +33,7 @@ struct dongle_agent {
     fleet_stderr_log_t log;
     fleet_files_kv_t *kv;
     fleet_ota_t *ota;
+    fleet_thread_worker_t *worker; /* the OTA task, with ota */
     fleet_curl_http_t http;
     char running[FLEET_VERSION_MAX];
     bool reboot;
@@ -183,6 +186,7 @@ static void glue_free(dongle_agent_t *g)
     if (g->agent)
         fleet_agent_destroy(g->agent, NULL);
     fleet_mosq_destroy(g->mosq);
+    fleet_thread_worker_destroy(g->worker); /* joined by the agent already */
     if (g->kv)
         fleet_files_kv_close(g->kv);
     free(g->ota);
@@ -234,7 +238,12 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
                 boot_reason = "rollback";
             snprintf(g->running, sizeof(g->running), "%s", od.slot[d->boot.slot].version);
             g->http = (fleet_curl_http_t){.connect_timeout_s = 10, .stall_timeout_s = 30,
-                                          .max_recv_bytes_per_s = o->ota_rate};
+                                          .max_recv_bytes_per_s = o->ota_rate, .lock = o->big_lock};
+            if (fleet_thread_worker_create(&g->worker, &o->big_lock) != FLEET_OK) {
+                snprintf(err, err_len, "out of memory");
+                glue_free(g);
+                return -1;
+            }
             fleet_ota_config_t oc = {
                 .store = &fleet_files_store_ops, .store_ctx = d->store,
                 .http = &fleet_curl_http_ops, .http_ctx = &g->http,
@@ -273,6 +282,7 @@ int dongle_agent_start(dongle_t *d, const char *boot_reason, char *err, size_t e
         .store = d->store ? &fleet_files_store_ops : NULL, .store_ctx = d->store,
         .ota = g->ota,
         .host = &k_host, .host_ctx = g,
+        .worker = g->worker ? &fleet_thread_worker_ops : NULL, .worker_ctx = g->worker,
     };
     char reason[FLEET_REASON_MAX] = "";
     if (fleet_agent_create(&ac, &p, d->srv, &g->agent, reason, sizeof(reason)) != FLEET_OK) {
@@ -310,6 +320,9 @@ void dongle_agent_power_cut(dongle_t *d)
     if (d->opts->mdns)
         fleet_mdns_forget(d->opts->mdns, d->id);
     fleet_mosq_power_cut(g->mosq);
+    /* a download in progress dies with the power: not one more write */
+    if (g->ota)
+        fleet_ota_halt(g->ota);
     dongle_agent_stop(d, NULL); /* with both gone, the agent has no one to say anything to */
 }
 

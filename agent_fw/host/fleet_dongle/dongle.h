@@ -3,7 +3,8 @@
  * devices, the USB/IP server and its TCP listener, and (with --mqtt) the
  * fleet agent, all on one epoll loop. No globals: one process hosts one
  * dongle, or many (--dongles N), each with its own address, port 3240,
- * devices, core and agent.
+ * devices, core and agent. The only other thread is an OTA download (one
+ * per downloading dongle), serialised with the loop by the big lock.
  */
 #ifndef FLEET_DONGLE_DONGLE_H
 #define FLEET_DONGLE_DONGLE_H
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent_posix.h"
 #include "fleet_agent/agent.h"
 #include "fleet_agent/boot.h"
 #include "usbip/usbip_server.h"
@@ -52,6 +54,9 @@ typedef struct {
     size_t ota_pubkey_len;
     struct fleet_mdns *mdns;      /* the process's responder, or NULL */
     int ndongles;
+    /* The process's one lock: the main loop holds it except while it waits
+     * for events, an OTA thread while it runs agent code. */
+    fleet_lock_hooks_t big_lock;
 } dongle_opts_t;
 
 typedef struct dongle_agent dongle_agent_t;

@@ -17,6 +17,7 @@
 #endif
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +273,9 @@ static uint8_t *read_file(const char *path, size_t *len)
     return buf;
 }
 
+static void big_lock(void *arg) { pthread_mutex_lock(arg); }
+static void big_unlock(void *arg) { pthread_mutex_unlock(arg); }
+
 static void raise_fd_limit(void)
 {
     /* every dongle holds a listener, an MQTT socket and the vhc's descriptor */
@@ -324,6 +328,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "fleet-dongle: cannot set up the event loop\n");
         return 1;
     }
+    /* OTA downloads run on threads of their own; everything else runs here,
+     * so this thread holds the lock except while the loop waits. */
+    pthread_mutex_t big = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&big);
+    opts.big_lock = (fleet_lock_hooks_t){big_lock, big_unlock, &big};
+    posix_loop_set_wait_hooks(loop, big_unlock, big_lock, &big);
     char err[256];
     if (a.mdns && dongle_mdns_start(loop, &opts.mdns, err, sizeof(err)) != 0) {
         fprintf(stderr, "fleet-dongle: %s\n", err);
@@ -441,5 +451,6 @@ int main(int argc, char **argv)
     free(opts.ota_pubkey);
     posix_loop_destroy(loop);
     close(sfd);
+    pthread_mutex_unlock(&big);
     return 0;
 }

@@ -2,9 +2,11 @@
  * agent.c - the agent runtime: MQTT session, reporting, command dispatch.
  *
  * Everything runs on the owner's thread from fleet_agent_tick() and the MQTT
- * port's upcalls. QoS: 1 for everything, as the contract table says; the
- * service drops duplicates by seq, and telemetry at one message per interval
- * is cheap enough that losing it on a reconnect is not worth saving.
+ * port's upcalls, except an OTA download job on the worker port, which the
+ * port serialises with the owner. QoS: 1 for everything, as the contract
+ * table says; the service drops duplicates by seq, and telemetry at one
+ * message per interval is cheap enough that losing it on a reconnect is not
+ * worth saving.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -483,25 +485,11 @@ static void saved_devices_text(fleet_agent_t *a, char *out, size_t cap)
     }
 }
 
-static void cmd_ota(fleet_agent_t *a, const fleet_cmd_t *c, const char *json, size_t len)
+/* What follows fleet_ota_start, on whichever task ran it. */
+static void ota_finish(fleet_agent_t *a, const fleet_cmd_t *c, int rc, const char *reason)
 {
-    if (!a->p.ota) {
-        result(a, c, false, "ota: this dongle has no OTA storage", NULL);
-        return;
-    }
-    char *saved = malloc(FLEET_OTA_DEVICES_MAX);
-    if (!saved) {
-        result(a, c, false, "ota: out of memory", NULL);
-        return;
-    }
-    saved_devices_text(a, saved, FLEET_OTA_DEVICES_MAX);
-    snprintf(a->ota_request_id, sizeof(a->ota_request_id), "%s", c->request_id);
-    char r[FLEET_REASON_MAX];
-    r[0] = 0;
-    int rc = fleet_ota_handle(a->p.ota, json, len, saved, r, sizeof(r));
-    free(saved);
     if (rc != FLEET_OK) {
-        result(a, c, false, r, NULL);
+        result(a, c, false, reason, NULL);
         return;
     }
     cJSON *d = cJSON_CreateObject();
@@ -510,6 +498,90 @@ static void cmd_ota(fleet_agent_t *a, const fleet_cmd_t *c, const char *json, si
     /* staged: restart into the new slot now (the lease drain is the service's job) */
     a->reboot_requested = true;
     snprintf(a->reboot_reason, sizeof(a->reboot_reason), "ota");
+}
+
+typedef struct {
+    fleet_agent_t *a;
+    fleet_cmd_t cmd;
+    fleet_manifest_t m;
+    char saved[FLEET_OTA_DEVICES_MAX];
+} ota_job_t;
+
+static void ota_job(void *arg)
+{
+    ota_job_t *j = arg;
+    fleet_agent_t *a = j->a;
+    char r[FLEET_REASON_MAX];
+    r[0] = 0;
+    int rc = FLEET_ERR_ABORTED;
+    /* fleet_ota_start clears the machine's cancel flag: one set before the
+     * job got going would be lost */
+    if (a->ota_job_cancelled)
+        fleet_reason(r, sizeof(r), "download: cancelled before it began");
+    else
+        rc = fleet_ota_start(a->p.ota, &j->m, j->saved, r, sizeof(r));
+    ota_finish(a, &j->cmd, rc, r);
+    a->ota_job_running = false;
+    free(j);
+}
+
+static void ota_join(fleet_agent_t *a)
+{
+    if (!a->ota_job_unjoined)
+        return;
+    a->p.worker->join(a->p.worker_ctx);
+    a->ota_job_unjoined = false;
+}
+
+static void cmd_ota(fleet_agent_t *a, const fleet_cmd_t *c, const char *json, size_t len)
+{
+    if (!a->p.ota) {
+        result(a, c, false, "ota: this dongle has no OTA storage", NULL);
+        return;
+    }
+    if (a->ota_job_running) {
+        /* A QoS 1 redelivery of the request being served: its one answer
+         * comes when the job ends. */
+        if (strcmp(c->request_id, a->ota_request_id) == 0) {
+            LOG(a, FLEET_LOG_INFO, "cmd ota %s: delivered again while downloading it, ignored", c->request_id);
+            return;
+        }
+        result(a, c, false, "state: an update is already downloading", NULL);
+        return;
+    }
+    ota_job_t *j = malloc(sizeof(*j));
+    if (!j) {
+        result(a, c, false, "ota: out of memory", NULL);
+        return;
+    }
+    char r[FLEET_REASON_MAX];
+    r[0] = 0;
+    if (fleet_manifest_parse(json, len, &j->m, r, sizeof(r)) != FLEET_OK) {
+        free(j);
+        result(a, c, false, r, NULL);
+        return;
+    }
+    saved_devices_text(a, j->saved, sizeof(j->saved));
+    snprintf(a->ota_request_id, sizeof(a->ota_request_id), "%s", c->request_id);
+    /* Only a download from IDLE is long; the machine answers anything else
+     * (refusal, duplicate of the staged update) at once. */
+    if (a->p.worker && fleet_ota_state(a->p.ota) == FLEET_OTA_IDLE) {
+        ota_join(a); /* the previous job has ended; reclaim it */
+        j->a = a;
+        j->cmd = *c;
+        a->ota_job_running = true;
+        if (a->p.worker->start(a->p.worker_ctx, ota_job, j) == FLEET_OK) {
+            a->ota_job_unjoined = true;
+            return;
+        }
+        a->ota_job_running = false;
+        free(j);
+        result(a, c, false, "ota: cannot start the download task", NULL);
+        return;
+    }
+    int rc = fleet_ota_start(a->p.ota, &j->m, j->saved, r, sizeof(r));
+    free(j);
+    ota_finish(a, c, rc, r);
 }
 
 static void cmd_port_power(fleet_agent_t *a, const fleet_cmd_t *c)
@@ -752,6 +824,13 @@ void fleet_agent_destroy(fleet_agent_t *a, const char *reason)
 {
     if (!a)
         return;
+    /* the job uses everything below; its cancelled result goes out before
+     * the goodbye */
+    if (a->ota_job_running) {
+        a->ota_job_cancelled = true;
+        fleet_ota_cancel(a->p.ota);
+    }
+    ota_join(a);
     if (a->connected && reason) {
         char *st = fleet_agent_build_status(a, false, reason);
         publish_text(a, "status", st, 1, true);

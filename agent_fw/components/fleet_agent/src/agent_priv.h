@@ -48,6 +48,10 @@ struct fleet_agent {
     bool reboot_requested;
     char reboot_reason[129 * 4];   /* UTF-8, up to 128 characters */
     char ota_request_id[37];
+    /* OTA on the worker: ota_job_running from the start until the job's
+     * last act; ota_job_unjoined until the owner joined it */
+    bool ota_job_running, ota_job_unjoined;
+    bool ota_job_cancelled;        /* by destroy, maybe before the job began */
 };
 
 static inline uint64_t agent_now_ms(const fleet_agent_t *a)

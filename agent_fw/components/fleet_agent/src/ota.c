@@ -48,7 +48,16 @@ const char *fleet_ota_event_step(const fleet_ota_event_t *ev)
 
 fleet_ota_state_t fleet_ota_state(const fleet_ota_t *ota) { return ota->state; }
 const char *fleet_ota_last_reason(const fleet_ota_t *ota) { return ota->reason; }
-void fleet_ota_cancel(fleet_ota_t *ota) { atomic_store(&ota->cancel, 1); }
+/* cancel bits: any stops the download; HALTED also forbids further writes */
+#define CANCELLED 1
+#define HALTED 2
+void fleet_ota_cancel(fleet_ota_t *ota) { atomic_fetch_or(&ota->cancel, CANCELLED); }
+void fleet_ota_halt(fleet_ota_t *ota) { atomic_fetch_or(&ota->cancel, CANCELLED | HALTED); }
+
+static int sink_stop(void *arg)
+{
+    return atomic_load(&((fleet_ota_t *)arg)->cancel) != 0;
+}
 
 bool fleet_ota_transition_allowed(fleet_ota_state_t from, fleet_ota_state_t to)
 {
@@ -289,6 +298,7 @@ static int sink_response(void *arg, const fleet_http_response_t *rsp)
     fleet_ota_t *ota = arg;
     const fleet_ota_store_ops_t *s = ota->cfg.store;
     ota->http_status = rsp->status;
+    if (sink_stop(ota)) return 1; /* a Range restart below would write */
     if (rsp->status == 206 && rsp->body_offset == ota->written) return 0;
     if (rsp->status == 200 || (rsp->status == 206 && rsp->body_offset == 0)) {
         if (ota->written > 0) {
@@ -313,7 +323,7 @@ static int sink_data(void *arg, const uint8_t *data, size_t len)
 {
     fleet_ota_t *ota = arg;
     const fleet_ota_store_ops_t *s = ota->cfg.store;
-    if (atomic_load(&ota->cancel)) return 1;
+    if (sink_stop(ota)) return 1;
     if (len > ota->m.size - ota->written) {
         fleet_reason(ota->reason, sizeof ota->reason,
                      "download: server sent more than the manifest size %" PRIu64, ota->m.size);
@@ -358,7 +368,8 @@ static int retire_target(fleet_ota_t *ota, int running)
 static int download(fleet_ota_t *ota)
 {
     const fleet_ota_store_ops_t *s = ota->cfg.store;
-    fleet_http_sink_t sink = {sink_response, sink_data, ota};
+    fleet_http_sink_t sink = {.on_response = sink_response, .on_data = sink_data, .arg = ota,
+                              .stop_requested = sink_stop};
     ota->written = ota->last_progress = load_journal(ota);
     ota->last_journal = ota->written;
     if (ota->written) emit(ota, FLEET_OTA_EV_RESUMED);
@@ -379,6 +390,11 @@ static int download(fleet_ota_t *ota)
         }
         uint64_t asked = ota->written;
         int rc = ota->cfg.http->get(ota->cfg.http_ctx, ota->m.url, asked, &sink);
+        if (atomic_load(&ota->cancel) & HALTED) {
+            fleet_reason(ota->reason, sizeof ota->reason, "download: power cut at %" PRIu64 " of %" PRIu64 " bytes",
+                         ota->written, ota->m.size);
+            return FLEET_ERR_ABORTED; /* the slot stays open: only a reset closes it */
+        }
         int end = s->write_end(ota->cfg.store_ctx);
         if (ota->io_error) {
             if (ota->io_error == FLEET_ERR_INTEGRITY) ota->cfg.kv->erase(ota->cfg.kv_ctx, KEY_JOURNAL);
@@ -502,6 +518,11 @@ int fleet_ota_start(fleet_ota_t *ota, const fleet_manifest_t *m, const char *sav
                     char *reason, size_t reason_len)
 {
     ota->reason[0] = '\0';
+    if (atomic_load(&ota->cancel) & HALTED) { /* the clearing below must not undo a power cut */
+        fleet_reason(ota->reason, sizeof ota->reason, "state: powered off");
+        copy_reason(ota, reason, reason_len);
+        return FLEET_ERR_STATE;
+    }
     if (ota->state == FLEET_OTA_PENDING_REBOOT && memcmp(m->sha256, ota->m.sha256, 32) == 0)
         return FLEET_OK; /* duplicate delivery of the staged update */
     if (ota->state != FLEET_OTA_IDLE) {

@@ -215,6 +215,9 @@ void rt_recreate(rt_t *rt, const char *reason)
         p.kv = &k_kv;
         p.kv_ctx = rt;
     }
+    p.ota = rt->ota;
+    p.worker = rt->worker;
+    p.worker_ctx = rt->worker_ctx;
     char reason_buf[FLEET_REASON_MAX];
     if (fleet_agent_create(&ac, &p, rt->w.srv, &rt->agent, reason_buf, sizeof(reason_buf)) != FLEET_OK) {
         fprintf(stderr, "fleet_agent_create: %s\n", reason_buf);

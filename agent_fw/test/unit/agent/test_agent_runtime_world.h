@@ -48,6 +48,10 @@ typedef struct {
     bool usbip_down;         /* the host says the USB/IP listener is not up */
     /* kv */
     struct { bool used; char key[16]; char val[4096]; size_t len; } kv[8];
+    /* optional ports, set before rt_recreate */
+    fleet_ota_t *ota;
+    const fleet_worker_ops_t *worker;
+    void *worker_ctx;
 } rt_t;
 
 /* with_kv: give the agent a config store. */

@@ -26,6 +26,7 @@ typedef struct {
     char seen_devices[256];
     int selftest_calls;
     bool cancel_on_progress;
+    bool halt_on_progress;
 } fx_t;
 
 static fx_t fx;
@@ -51,6 +52,7 @@ static void on_event(void *arg, const fleet_ota_event_t *ev)
     fx_t *f = arg;
     ev_record(&f->ev, ev);
     if (f->cancel_on_progress && ev->kind == FLEET_OTA_EV_PROGRESS) fleet_ota_cancel(&f->ota);
+    if (f->halt_on_progress && ev->kind == FLEET_OTA_EV_PROGRESS) fleet_ota_halt(&f->ota);
 }
 
 /* (Re)start the agent on top of whatever the store and kv hold. */
@@ -83,6 +85,7 @@ static void fresh(void)
     fx.verdict = FLEET_SELFTEST_PASS;
     fx.selftest_calls = 0;
     fx.cancel_on_progress = false;
+    fx.halt_on_progress = false;
     fx.seen_devices[0] = '\0';
     TL_EQ_INT(start_machine("0.3.0"), FLEET_OK);
 }
@@ -457,6 +460,31 @@ static void test_staged_duplicate_and_cancel(void)
     TL_EQ_INT(fx.store.od.boot_slot, 0);
 }
 
+/* A cancel keeps what is durable (the journal lets a retry resume); a power
+ * cut (halt) writes nothing more: the journal and otadata stay as the cut
+ * found them, and the next boot starts the old slot. */
+static void test_halt_writes_nothing_more(void)
+{
+    fresh();
+    fx.cancel_on_progress = true;
+    TL_EQ_INT(handle(&manifest), FLEET_ERR_ABORTED);
+    TL_CHECK(mem_kv_has(&fx.kv, "ota_journal")); /* the first progress comes before the first journal */
+
+    fresh();
+    fx.halt_on_progress = true;
+    int writes = fx.store.otadata_writes;
+    TL_EQ_INT(handle(&manifest), FLEET_ERR_ABORTED);
+    TL_CHECK(strncmp(fleet_ota_last_reason(&fx.ota), "download: power cut at ", 23) == 0);
+    TL_CHECK(!mem_kv_has(&fx.kv, "ota_journal"));
+    TL_EQ_INT(fx.store.otadata_writes, writes);
+    TL_EQ_INT(fx.http.requests, 1);
+    TL_EQ_INT(handle(&manifest), FLEET_ERR_STATE); /* dead until the reset */
+    TL_EQ_INT(fx.http.requests, 1);
+    fleet_boot_t b = reboot();
+    TL_EQ_INT(b.slot, 0);
+    TL_EQ_INT(fleet_ota_state(&fx.ota), FLEET_OTA_IDLE);
+}
+
 static void test_transition_table(void)
 {
     TL_CHECK(fleet_ota_transition_allowed(FLEET_OTA_IDLE, FLEET_OTA_VERIFYING_MANIFEST));
@@ -524,6 +552,7 @@ int main(void)
     TL_RUN(test_refused_manifest_downloads_nothing);
     TL_RUN(test_http_errors);
     TL_RUN(test_staged_duplicate_and_cancel);
+    TL_RUN(test_halt_writes_nothing_more);
     TL_RUN(test_transition_table);
     TL_RUN(test_event_steps_match_contract);
     tu_key_free(&key);

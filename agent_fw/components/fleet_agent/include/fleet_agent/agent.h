@@ -10,7 +10,9 @@
  *                            each answered once on cmd-result
  *
  * No thread and no global: the owner's loop calls fleet_agent_tick() (every
- * ~100 ms) and forwards MQTT traffic; one process may run many agents.
+ * ~100 ms) and forwards MQTT traffic; one process may run many agents. With
+ * a worker port, an OTA download runs as a job on the worker while the owner
+ * keeps calling in; the port keeps the two from touching the agent at once.
  * Hot-plug and attach/detach are found by comparing the core's device list
  * with the last one seen (the core has no event hook); the owner may call
  * fleet_agent_devices_changed() to have that done at the next tick instead
@@ -32,6 +34,7 @@
 #include "fleet_agent/port/mqtt.h"
 #include "fleet_agent/port/ota_store.h"
 #include "fleet_agent/port/sysinfo.h"
+#include "fleet_agent/port/worker.h"
 #include "usbip/usbip_server.h"
 
 #define FLEET_AGENT_ID_LEN 17       /* "esp-" + 12 hex + NUL */
@@ -94,6 +97,10 @@ typedef struct {
     fleet_ota_t *ota;                  /* optional, owner-initialised; its on_event should
                                           call fleet_agent_on_ota_event */
     const fleet_agent_host_ops_t *host; void *host_ctx;
+    /* optional: `ota` downloads on the worker (one job per agent; a second
+     * ota meanwhile is refused with "state: ..."). Without it the ota
+     * handler blocks for the whole download. */
+    const fleet_worker_ops_t *worker;  void *worker_ctx;
 } fleet_agent_ports_t;
 
 typedef struct fleet_agent fleet_agent_t;
@@ -101,7 +108,9 @@ typedef struct fleet_agent fleet_agent_t;
 /* core is not owned. FLEET_OK, FLEET_ERR_INVALID (+ reason) or FLEET_ERR_NO_MEM. */
 int fleet_agent_create(const fleet_agent_config_t *cfg, const fleet_agent_ports_t *ports,
                        usbip_server_t *core, fleet_agent_t **out, char *reason, size_t reason_len);
-/* Publishes status offline (reason) first when connected: "shutdown" or "reboot". */
+/* Stops a running OTA job first (cancel, then join: its cmd-result says
+ * cancelled), then publishes status offline (reason) when connected:
+ * "shutdown" or "reboot". */
 void fleet_agent_destroy(fleet_agent_t *a, const char *reason);
 
 /* Telemetry timer, reconnect backoff, device-list diff, state republish,

@@ -16,8 +16,9 @@
  * events (ota_progress, selftest) and cmd-result. The machine holds no
  * global state; each dongle owns one fleet_ota_t.
  *
- * Threading: all calls for one fleet_ota_t from one task, except
- * fleet_ota_cancel(), which may be called from anywhere.
+ * Threading: calls for one fleet_ota_t from one task at a time (the agent's
+ * worker port serialises its download job with the owner), except
+ * fleet_ota_cancel() and fleet_ota_halt(), which may be called from anywhere.
  */
 #ifndef FLEET_AGENT_OTA_H
 #define FLEET_AGENT_OTA_H
@@ -166,6 +167,11 @@ fleet_selftest_verdict_t fleet_ota_selftest_poll(fleet_ota_t *ota);
 
 /* Stop a running download at the next chunk (any thread). */
 void fleet_ota_cancel(fleet_ota_t *ota);
+/* A power cut during a download (the simulator's crash): stop as cancel
+ * does and write nothing more - no journal, no slot, no otadata - so the
+ * next boot finds what the cut left. The machine is only fit to be thrown
+ * away afterwards. */
+void fleet_ota_halt(fleet_ota_t *ota);
 
 /* Emit once more the outcome fleet_ota_init found across the reset (confirm
  * or rollback, with the update's request_id, version and reason): init runs

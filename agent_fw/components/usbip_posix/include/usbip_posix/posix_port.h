@@ -36,6 +36,11 @@ int posix_loop_mod(posix_loop_t *loop, int fd, bool rd, bool wr);
 void posix_loop_del(posix_loop_t *loop, int fd);
 /* Wait up to timeout_ms and dispatch. Returns events handled or -1. */
 int posix_loop_run_once(posix_loop_t *loop, int timeout_ms);
+/* Called just before the loop blocks in epoll_wait and just after it wakes
+ * (NULL: nothing). fleet-dongle drops its big lock there, so its OTA threads
+ * run while the loop has nothing to do. Callbacks are always called between
+ * after() and the next before(). */
+void posix_loop_set_wait_hooks(posix_loop_t *loop, void (*before)(void *arg), void (*after)(void *arg), void *arg);
 
 /* ---- TCP listener + net port ------------------------------------------- */
 

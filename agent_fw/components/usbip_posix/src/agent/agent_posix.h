@@ -24,6 +24,7 @@
 #include "fleet_agent/port/kv.h"
 #include "fleet_agent/port/log.h"
 #include "fleet_agent/port/ota_store.h"
+#include "fleet_agent/port/worker.h"
 
 /* Crash-test hook: called at named points inside writes ("otadata:tmp-partial",
  * "otadata:tmp-written", "otadata:renamed", "kv:tmp-partial", ...); returning
@@ -62,14 +63,38 @@ int fleet_files_kv_open(fleet_files_kv_t **out, const char *dir);
 void fleet_files_kv_close(fleet_files_kv_t *kv);
 void fleet_files_kv_set_fault(fleet_files_kv_t *kv, fleet_fault_fn fn, void *arg);
 
+/* The process's big lock (see fleet_thread_worker below) as hooks; a NULL
+ * lock means single-threaded: nothing to do. */
+typedef struct {
+    void (*lock)(void *arg);
+    void (*unlock)(void *arg);
+    void *arg;
+} fleet_lock_hooks_t;
+
 /* --- HTTP --- */
 typedef struct {
     long connect_timeout_s; /* 0 = 10 */
     long stall_timeout_s;   /* abort if no byte arrives for this long; 0 = 30 */
     const char *ca_file;    /* PEM bundle to trust for https (NULL = system store) */
     int64_t max_recv_bytes_per_s; /* download speed cap (a simulated link); 0 = none */
+    /* Held by the caller of get(): released while libcurl waits for the
+     * network and while the pacing sleeps, retaken around each call into
+     * the sink (which runs agent code). */
+    fleet_lock_hooks_t lock;
 } fleet_curl_http_t;        /* ctx of fleet_curl_http_ops; no other state */
 extern const fleet_http_ops_t fleet_curl_http_ops;
+
+/* --- worker: the OTA task of a simulated dongle --- */
+/* Each job runs on a thread of its own holding the big lock, which the
+ * owner's loop holds too except while it waits for events: agent, OTA
+ * machine, store, MQTT client and USB/IP core are then only ever touched by
+ * one thread at a time. join() releases the lock while it waits, so the job
+ * can finish its callbacks. */
+typedef struct fleet_thread_worker fleet_thread_worker_t;
+extern const fleet_worker_ops_t fleet_thread_worker_ops; /* ctx = fleet_thread_worker_t * */
+int fleet_thread_worker_create(fleet_thread_worker_t **out, const fleet_lock_hooks_t *big_lock);
+/* Joins a job still unjoined (the caller holds the big lock), then frees. */
+void fleet_thread_worker_destroy(fleet_thread_worker_t *w);
 
 /* --- clock, log --- */
 extern const fleet_clock_ops_t fleet_posix_clock_ops; /* ctx unused (NULL) */

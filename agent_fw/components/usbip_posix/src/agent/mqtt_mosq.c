@@ -8,8 +8,10 @@
  * a session, and incoming messages, are delivered after libmosquitto has
  * returned, so the agent may do anything in them: inside a libmosquitto
  * callback a publish is only queued, so the progress events of an OTA
- * download (handled in the message upcall, minutes long on a slow link)
- * would all leave at its end.
+ * download run in the message upcall (an agent without a worker port:
+ * minutes on a slow link) would all leave at its end. With the worker port
+ * the download's publishes come from its thread, under the owner's big
+ * lock, so no two threads are ever inside libmosquitto at once.
  */
 #include <errno.h>
 #include <poll.h>

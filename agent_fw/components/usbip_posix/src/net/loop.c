@@ -34,7 +34,16 @@ struct posix_loop {
     int *ready, nready, cap_ready;
     flush_t *flush;
     int nflush, cap_flush;
+    void (*before_wait)(void *arg), (*after_wait)(void *arg);
+    void *wait_arg;
 };
+
+void posix_loop_set_wait_hooks(posix_loop_t *loop, void (*before)(void *arg), void (*after)(void *arg), void *arg)
+{
+    loop->before_wait = before;
+    loop->after_wait = after;
+    loop->wait_arg = arg;
+}
 
 int posix_loop_create(posix_loop_t **out)
 {
@@ -185,9 +194,16 @@ int posix_loop_run_once(posix_loop_t *loop, int timeout_ms)
     /* Replies sent outside a round (timers, control commands) leave before
      * we block. */
     run_flush(loop);
+    if (loop->before_wait)
+        loop->before_wait(loop->wait_arg);
     int n = epoll_wait(loop->ep, evs, 32, loop->nready ? 0 : timeout_ms);
-    if (n < 0)
-        return errno == EINTR ? 0 : -1;
+    int wait_errno = errno;
+    if (loop->after_wait)
+        loop->after_wait(loop->wait_arg);
+    if (n < 0) {
+        errno = wait_errno; /* for the caller's message */
+        return wait_errno == EINTR ? 0 : -1;
+    }
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
         /* an earlier callback of this batch may have closed it */

@@ -28,6 +28,11 @@ typedef struct {
     int (*on_response)(void *arg, const fleet_http_response_t *rsp);
     int (*on_data)(void *arg, const uint8_t *data, size_t len);
     void *arg;
+    /* Optional: non-zero stops the transfer too. The port asks it while it
+     * waits (network, rate pacing), possibly from the job's task without
+     * the owner's lock, so it may only read state that is safe to read
+     * from anywhere (an atomic cancel flag). */
+    int (*stop_requested)(void *arg);
 } fleet_http_sink_t;
 
 typedef struct {
