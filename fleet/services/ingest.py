@@ -446,10 +446,10 @@ def ota_outcome(step: Any, reason: Any, current: str | None) -> str | None:
 
     A reason marks the end of an attempt: on ``verify`` the manifest or image was
     refused, on ``download`` the transfer failed, on ``rollback`` the new image
-    failed its self-test. Right after a refusal or failure the dongle's machine
-    returns to idle, which it reports as step ``confirm`` still carrying that
-    reason: only a ``confirm`` without one is a confirmation. ``verify`` without a
-    reason (a check in progress) leaves the outcome as it was.
+    failed its self-test. Only a ``confirm`` without a reason is a confirmation
+    (older agents reported their return to idle after a failure as ``confirm``
+    with the failure's reason). ``verify`` without a reason (a check in
+    progress) leaves the outcome as it was.
     """
     failed = isinstance(reason, str) and reason != ""
     if step == "verify":
