@@ -88,10 +88,13 @@ class SimLab:
         )
 
     def kill9_sim(self) -> None:
-        """SIGKILL the whole simulator: no dongle says goodbye, nothing is flushed."""
+        """SIGKILL the whole simulator: no dongle says goodbye, nothing is flushed. Returns
+        once the service has the Last Wills, so a later "online" is the next boot's."""
         assert self.sim is not None
         os.killpg(self.sim.pid, signal.SIGKILL)
         self.sim.wait(10)
+        for d in self.ids:
+            wait_for(lambda d=d: self.status(d) == "offline", 30, f"{d} offline by its Last Will")
 
     def stop(self) -> None:
         if self.api:
