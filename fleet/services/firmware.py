@@ -119,10 +119,16 @@ def ensure_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = load_signing_key(path)
     pub = public_key_path(path)
     pem_pub = _public_pem(key)
-    if not pub.exists() or pub.read_bytes() != pem_pub:
-        with contextlib.suppress(FileNotFoundError):
-            pub.unlink()
-        _write_new(pub, pem_pub, 0o644)
+    try:
+        if not pub.exists() or pub.read_bytes() != pem_pub:
+            with contextlib.suppress(FileNotFoundError):
+                pub.unlink()
+            _write_new(pub, pem_pub, 0o644)
+    except OSError as exc:
+        # A key provisioned read-only (a Kubernetes secret) is fine: the public
+        # half is only a convenience for simulated dongles next to the service.
+        log.warning("cannot write the OTA public key to %s (%s); `fleet firmware pubkey` prints it", pub,
+                    exc.strerror or exc)
     return key
 
 

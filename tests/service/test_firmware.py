@@ -245,6 +245,17 @@ def test_signing_key_created_once_with_mode_600(tmp_path: Path) -> None:
     assert again.private_numbers() == key.private_numbers()
 
 
+def test_a_provisioned_key_whose_public_half_cannot_be_written_still_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "signing-key.pem"
+    path.write_bytes(TEST_KEY.read_bytes())
+    public_key_path(path).mkdir()  # stands in for a read-only secret mount (tests run as root)
+    key = ensure_signing_key(path)
+    _verify(TEST_PUB.read_bytes(), sign(key, b"x"), b"x")
+    assert "cannot write the OTA public key" in caplog.text and "fleet firmware pubkey" in caplog.text
+
+
 def test_a_key_that_is_not_p256_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "p384.pem"
     path.write_bytes(
