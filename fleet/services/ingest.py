@@ -446,10 +446,8 @@ def ota_outcome(step: Any, reason: Any, current: str | None) -> str | None:
 
     A reason marks the end of an attempt: on ``verify`` the manifest or image was
     refused, on ``download`` the transfer failed, on ``rollback`` the new image
-    failed its self-test. Only a ``confirm`` without a reason is a confirmation
-    (older agents reported their return to idle after a failure as ``confirm``
-    with the failure's reason). ``verify`` without a reason (a check in
-    progress) leaves the outcome as it was.
+    failed its self-test. ``verify`` without a reason (a check in progress)
+    leaves the outcome as it was.
     """
     failed = isinstance(reason, str) and reason != ""
     if step == "verify":
@@ -461,7 +459,7 @@ def ota_outcome(step: Any, reason: Any, current: str | None) -> str | None:
     if step == "selftest":
         return "self_test"
     if step == "confirm":
-        return current if failed else "confirmed"
+        return "confirmed"
     if step == "rollback":
         return "rolled_back"
     return current

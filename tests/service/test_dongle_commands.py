@@ -441,22 +441,18 @@ def test_ota_progress_to_a_rollback(svc: Services, client: TestClient, admin: di
 def test_ota_confirmed(svc: Services, client: TestClient, admin: dict[str, str]) -> None:
     rid = _ota(svc)
     svc.ingest.apply([progress(rid, "download", 1064), progress(rid, "boot", 1064), result(rid, True)])
-    svc.ingest.apply(
-        [progress(rid, "selftest", 1064), progress(rid, "confirm", 1064), progress(rid, "confirm", 1064)]
-    )
+    svc.ingest.apply([progress(rid, "selftest", 1064), progress(rid, "confirm", 1064)])
     v = view(client, admin, rid)
     assert v["outcome"] == "confirmed" and v["progress"]["step"] == "confirm"
 
 
-def test_ota_refused_then_back_to_idle_stays_refused(
+def test_ota_refused_stays_refused_after_the_error_answer(
     svc: Services, client: TestClient, admin: dict[str, str]
 ) -> None:
     rid = _ota(svc)
     why = "signature: does not verify with the dongle's public key"
-    # refused, then the machine's return to idle (step confirm, same reason), then the answer
-    svc.ingest.apply(
-        [progress(rid, "verify"), progress(rid, "verify", 0, why), progress(rid, "confirm", 0, why)]
-    )
+    # refused (the agent's REFUSED event), then the answer
+    svc.ingest.apply([progress(rid, "verify"), progress(rid, "verify", 0, why)])
     assert view(client, admin, rid)["outcome"] == "refused"
     svc.ingest.apply([result(rid, False, why)])
     v = view(client, admin, rid)
@@ -469,9 +465,7 @@ def test_ota_download_failure_is_failed_even_after_the_error_answer(
 ) -> None:
     rid = _ota(svc)
     why = "download: server answered HTTP 404"
-    svc.ingest.apply(
-        [progress(rid, "download"), progress(rid, "download", 0, why), progress(rid, "confirm", 0, why)]
-    )
+    svc.ingest.apply([progress(rid, "download"), progress(rid, "download", 0, why)])
     svc.ingest.apply([result(rid, False, why)])
     assert view(client, admin, rid)["outcome"] == "failed"
 
