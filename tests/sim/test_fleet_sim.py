@@ -145,5 +145,12 @@ def test_bad_arguments_are_refused_with_a_reason(tmp_path: Path) -> None:
             timeout=30,
         )
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+    # the short form, `fleet sim --dongles N ...`, is `fleet sim run`
+    r = subprocess.run([*FLEET, "sim", "--dongles", "2", "--state-dir", str(tmp_path), "--devices", "floppy"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "unknown device 'floppy'" in r.stderr, r.stderr
+    r = subprocess.run([*FLEET, "sim", "run", "--state-dir", str(tmp_path), "--ota-pubkey", str(tmp_path / "no.pem")],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no.pem: no such file" in r.stderr, r.stderr
     r = ctl(env, tmp_path / "nothing.sock", "stats")
     assert r.returncode == 2 and "is `fleet sim run` up?" in r.stderr
